@@ -1,0 +1,1 @@
+"""dev/series: keep patch series against upstream Airflow sdists."""
