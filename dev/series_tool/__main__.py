@@ -122,7 +122,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("materialize", help="download the pins and apply every series in the work tree")
-    s.add_argument("--force", action="store_true", help="rebuild even over unexported work (kept as a backup ref)")
+    s.add_argument("--force", action="store_true", help="rebuild even over unexported work (its commits are kept in .cache/backups/)")
     s.set_defaults(func=cmd_materialize)
 
     s = sub.add_parser("export", help="write the work tree's commits back into the patch files")

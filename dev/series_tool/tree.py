@@ -120,9 +120,9 @@ def materialize(cfg: Config, *, force: bool = False, log=print) -> str:
                     f"{_rel(cfg, tree)} has work that is not exported:\n"
                     + "\n".join(f"  {line}" for line in unexported)
                     + "\nRun `dev/series export` first, or `dev/series materialize --force` "
-                    "(the old HEAD is kept as a refs/series-backup/ ref)."
+                    "(the old commits are kept in a bundle under .cache/backups/)."
                 )
-            _backup(tree, log)
+        _backup(cfg, log)
     if tree.exists() and git.has_ref(tree, BASELINE_TAG) and read_state(cfg).get("pins") == pins_fp:
         git.run(tree, "am", "--abort", check=False)
         git.run(tree, "checkout", "-q", "-f", "-B", "main", BASELINE_TAG)
@@ -153,16 +153,23 @@ def _rel(cfg: Config, path: Path) -> str:
         return str(path)
 
 
-def _backup(tree: Path, log) -> None:
+def _backup(cfg: Config, log) -> None:
+    """Keep every commit of a tree about to be rebuilt in a git bundle under .cache/backups/."""
+    tree = cfg.work_tree
+    if git.out(tree, "rev-list", "-n", "1", f"{BASELINE_TAG}..HEAD", check=False) == "":
+        return  # nothing beyond the baseline: nothing to keep
     sha = git.head(tree)
-    ref = f"refs/series-backup/{sha[:12]}"
-    git.run(tree, "update-ref", ref, sha)
-    log(f"kept the old HEAD as {ref}")
+    folder = cfg.root / ".cache" / "backups"
+    folder.mkdir(parents=True, exist_ok=True)
+    bundle = folder / f"{sha[:12]}.bundle"
+    git.run(tree, "bundle", "create", "-q", str(bundle), "HEAD", "--not", BASELINE_TAG)
+    log(f"kept the old commits in {_rel(cfg, bundle)} (git fetch it into any clone of the baseline)")
 
 
 def _make_baseline(cfg: Config, sdists: dict[str, Path], pins_fp: str, log) -> None:
     tree = cfg.work_tree
-    staging = Path(tempfile.mkdtemp(prefix=".series-", dir=cfg.root))
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".series-", dir=tree.parent))
     try:
         for comp in cfg.components:
             log(f"unpacking {comp.pin.filename} -> {comp.path}/")
