@@ -63,6 +63,20 @@ def cmd_check(cfg: config.Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lint(cfg: config.Config, args: argparse.Namespace) -> int:
+    from series_tool import lint
+
+    problems = lint.lint(cfg)
+    for problem in problems:
+        print(problem)
+    touched = len(lint.touched_python_files(cfg))
+    if problems:
+        print(f"{len(problems)} lint problem(s) added by the series in {touched} touched file(s)")
+        return 1
+    print(f"lint OK: the series adds no ruff findings in the {touched} Python file(s) it touches")
+    return 0
+
+
 def cmd_env(cfg: config.Config, args: argparse.Namespace) -> int:
     from series_tool import envs
 
@@ -136,6 +150,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check", help="every series applies to fresh pins, has trailers, tree exported")
     s.add_argument("--no-apply", action="store_true", help="skip the fresh apply (fast; trailers and status only)")
     s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("lint", help="upstream's ruff rules on the files the series touch (new findings only)")
+    s.set_defaults(func=cmd_lint)
 
     s = sub.add_parser("env", help="virtualenv(s) with the tree installed editable plus test dependencies")
     s.add_argument("--baseline", action="append", help="main (default) or stable; may repeat")

@@ -1,0 +1,147 @@
+"""scripts/test: everything CI checks, in order, with one closing count.
+
+Stages (each can be picked with --stage, or skipped with --skip):
+  series     materialize the work tree (a patch that does not apply fails here, named)
+  check      patch trailers, tree exported
+  env        the main and stable baselines' virtualenvs
+  lint       upstream's ruff rules on the files the patches touch
+  tooling    our own tests (dev/tests), without the end-to-end ones
+  patches    the test files the patches add or change, on every baseline they target
+  upstream   upstream's unit suites per baseline, against the recorded counts
+  e2e        end-to-end tests with real Airflow processes (dev/tests, -m e2e)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SERIES = [str(ROOT / "dev" / "series")]
+STAGES = ["series", "check", "env", "lint", "tooling", "patches", "upstream", "e2e"]
+BASELINES = ["main", "stable"]
+RESULTS = ROOT / ".cache" / "test-results"
+
+
+@dataclass
+class Tally:
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def add_junit(self, path: Path) -> None:
+        if not path.exists():
+            return
+        root = ET.parse(path).getroot()
+        for case in root.iter("testcase"):
+            if case.find("failure") is not None or case.find("error") is not None:
+                self.failed += 1
+            elif case.find("skipped") is not None:
+                self.skipped += 1
+            else:
+                self.passed += 1
+
+    def stage_failed(self, stage: str, why: str) -> None:
+        self.failed += 1
+        self.failures.append(f"{stage}: {why}")
+
+
+def say(text: str) -> None:
+    print(f"\n=== {text}", flush=True)
+
+
+def run(cmd: list[str], **kwargs) -> int:
+    print("$ " + " ".join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=kwargs.pop("cwd", ROOT), check=False, **kwargs).returncode
+
+
+def venv_python(baseline: str) -> str:
+    return str(ROOT / (".venv" if baseline == "main" else f".venv-{baseline}") / "bin" / "python")
+
+
+def pytest(tally: Tally, name: str, args: list[str], *, python: str | None = None, env=None) -> None:
+    junit = RESULTS / f"{name}.xml"
+    junit.unlink(missing_ok=True)
+    code = run([python or venv_python("main"), "-m", "pytest", f"--junitxml={junit}", *args], env=env)
+    tally.add_junit(junit)
+    if code not in (0, 5):  # 5: nothing collected
+        tally.failures.append(f"{name}: pytest exited {code}")
+        if not junit.exists():
+            tally.stage_failed(name, f"pytest exited {code} without results")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/test", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", action="append", choices=STAGES, help="run only these stages")
+    parser.add_argument("--skip", action="append", choices=STAGES, default=[], help="skip these stages")
+    parser.add_argument("--workers", default=os.environ.get("TEST_WORKERS", "2"), help="pytest-xdist workers")
+    args = parser.parse_args(argv)
+    stages = [s for s in (args.stage or STAGES) if s not in args.skip]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tally = Tally()
+    started = time.monotonic()
+    xdist = ["-n", args.workers] if args.workers not in ("0", "1") else []
+
+    for stage in stages:
+        t0 = time.monotonic()
+        say(f"stage {stage}")
+        if stage == "series":
+            if run([*SERIES, "materialize"]) != 0:
+                tally.stage_failed("series", "the series does not apply (see above); nothing else can run")
+                break
+        elif stage == "check":
+            if run([*SERIES, "check", "--no-apply"]) != 0:
+                tally.stage_failed("check", "dev/series check found problems (see above)")
+        elif stage == "env":
+            if run([*SERIES, "env", *[f"--baseline={b}" for b in BASELINES]]) != 0:
+                tally.stage_failed("env", "could not build the virtualenvs")
+                break
+        elif stage == "lint":
+            if run([*SERIES, "lint"]) != 0:
+                tally.stage_failed("lint", "the patches add ruff findings (see above)")
+        elif stage == "tooling":
+            pytest(tally, "tooling", [*xdist, "-q", "-m", "not e2e", "dev/tests"])
+        elif stage == "patches":
+            for baseline in BASELINES:
+                code = run(
+                    [venv_python(baseline), "-m", "upstream_suites", "patch-tests", "--baseline", baseline,
+                     "--junit-dir", str(RESULTS), "--workers", args.workers],
+                    env={**os.environ, "PYTHONPATH": str(ROOT / "dev")},
+                )
+                for junit in RESULTS.glob(f"patch-tests-{baseline}-*.xml"):
+                    tally.add_junit(junit)
+                if code != 0:
+                    tally.failures.append(f"patches ({baseline}): failed (see above)")
+                    tally.failed += 0 if tally.failed else 1
+        elif stage == "upstream":
+            for baseline in BASELINES:
+                code = run(
+                    [sys.executable, "-m", "upstream_suites", "run", "--tree", str(ROOT / "upstream"),
+                     "--python", venv_python(baseline), "--baseline", baseline, "--workers", args.workers,
+                     "--junit-dir", str(RESULTS)],
+                    env={**os.environ, "PYTHONPATH": str(ROOT / "dev")},
+                )
+                for junit in RESULTS.glob(f"upstream-{baseline}-*.xml"):
+                    tally.add_junit(junit)
+                if code != 0:
+                    tally.stage_failed(f"upstream ({baseline})", "a baseline-passing upstream test is red (see above)")
+        elif stage == "e2e":
+            pytest(tally, "e2e", ["-q", "-m", "e2e", "dev/tests"])
+        print(f"--- {stage} took {time.monotonic() - t0:.0f}s", flush=True)
+
+    say(f"summary after {time.monotonic() - started:.0f}s")
+    for failure in tally.failures:
+        print(f"FAILED {failure}")
+    print(f"total: {tally.passed} passed, {tally.failed} failed, {tally.skipped} skipped", flush=True)
+    return 1 if (tally.failed or tally.failures) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
