@@ -136,7 +136,11 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("materialize", help="download the pins and apply every series in the work tree")
-    s.add_argument("--force", action="store_true", help="rebuild even over unexported work (its commits are kept in .cache/backups/)")
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild even over unexported work (its commits are kept in .cache/backups/)",
+    )
     s.set_defaults(func=cmd_materialize)
 
     s = sub.add_parser("export", help="write the work tree's commits back into the patch files")
@@ -148,7 +152,9 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("check", help="every series applies to fresh pins, has trailers, tree exported")
-    s.add_argument("--no-apply", action="store_true", help="skip the fresh apply (fast; trailers and status only)")
+    s.add_argument(
+        "--no-apply", action="store_true", help="skip the fresh apply (fast; trailers and status only)"
+    )
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("lint", help="upstream's ruff rules on the files the series touch (new findings only)")
@@ -164,13 +170,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--upgrade", action="store_true", help="allow newer versions than the current lock")
     s.set_defaults(func=cmd_lock)
 
-    s = sub.add_parser("rebase", help="move a component to a new upstream version, re-applying with 3-way merge")
+    s = sub.add_parser(
+        "rebase", help="move a component to a new upstream version, re-applying with 3-way merge"
+    )
     s.add_argument("component", nargs="?")
     s.add_argument("version", nargs="?")
     s.add_argument("--continue", dest="continue_", action="store_true", help="after resolving a conflict")
     s.set_defaults(func=cmd_rebase)
 
-    s = sub.add_parser("upstream", help="apply the series to an upstream Airflow checkout, a branch per patch")
+    s = sub.add_parser(
+        "upstream", help="apply the series to an upstream Airflow checkout, a branch per patch"
+    )
     s.add_argument("checkout", help="path to a git checkout of apache/airflow")
     s.add_argument("--base", default="HEAD", help="the ref the branches start from (default HEAD)")
     s.add_argument("--component", action="append", help="only this component (may repeat)")

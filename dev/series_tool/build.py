@@ -49,14 +49,18 @@ def build(cfg: Config, *, components: list[str] | None, outdir: Path, label: str
     state = tree.read_state(cfg)
     if not state.get("complete") or state.get("pins") != cfg.pins_fingerprint():
         raise SeriesError("the work tree is missing or stale: run `dev/series materialize` first")
-    lines, pending = tree.status(cfg)
+    _, pending = tree.status(cfg)
     if pending:
         raise SeriesError("the work tree has unexported work; export it so dist/ matches the patches")
     if label is not None and not _LABEL.match(label):
-        raise SeriesError(f"--label {label!r}: a local version label is lower-case letters/digits joined by dots")
-    comps = [cfg.component(c) for c in components] if components else [
-        c for c in cfg.components if cfg.patch_files(c) and c.path != "devel-common"
-    ]
+        raise SeriesError(
+            f"--label {label!r}: a local version label is lower-case letters/digits joined by dots"
+        )
+    comps = (
+        [cfg.component(c) for c in components]
+        if components
+        else [c for c in cfg.components if cfg.patch_files(c) and c.path != "devel-common"]
+    )
     if not comps:
         raise SeriesError("no component has patches yet: nothing to build (name one with --component)")
     uv = shutil.which("uv")
@@ -71,7 +75,17 @@ def build(cfg: Config, *, components: list[str] | None, outdir: Path, label: str
             shutil.copytree(cfg.work_tree / comp.path, src, ignore=_IGNORE)
             set_version(src, comp.pin.version, version)
             proc = subprocess.run(
-                [uv, "build", "-q", "--sdist", "--wheel", "--no-sources", "-o", str(Path(tmp) / "out"), str(src)],
+                [
+                    uv,
+                    "build",
+                    "-q",
+                    "--sdist",
+                    "--wheel",
+                    "--no-sources",
+                    "-o",
+                    str(Path(tmp) / "out"),
+                    str(src),
+                ],
                 capture_output=True,
                 text=True,
                 check=False,

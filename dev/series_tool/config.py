@@ -79,9 +79,9 @@ class Config:
         """The component whose folder holds ``file`` (a path relative to the work tree)."""
         best: Component | None = None
         for comp in self.components:
-            if file == comp.path or file.startswith(comp.path + "/"):
-                if best is None or len(comp.path) > len(best.path):
-                    best = comp
+            inside = file == comp.path or file.startswith(comp.path + "/")
+            if inside and (best is None or len(comp.path) > len(best.path)):
+                best = comp
         return best
 
     def patches_dir(self, comp: Component) -> Path:

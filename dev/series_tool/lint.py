@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -15,6 +16,7 @@ from series_tool.errors import SeriesError
 
 RUFF = "ruff==0.16.10"
 CONFIG = "dev/lint/ruff-upstream.toml"
+_UNFORMATTED = re.compile(r"^(?P<file>.+?):\d+:\d+: unformatted:")
 
 
 def touched_python_files(cfg: Config) -> list[str]:
@@ -27,7 +29,11 @@ def _ruff(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     if not uv:
         raise SeriesError("uv is not installed")
     return subprocess.run(
-        [uv, "tool", "run", "-q", "--from", RUFF, "ruff", *args], cwd=cwd, capture_output=True, text=True, check=False
+        [uv, "tool", "run", "-q", "--from", RUFF, "ruff", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
@@ -39,11 +45,19 @@ def _findings(root: Path, files: list[str], config: Path) -> tuple[Counter, set[
     proc = _ruff(["check", "--no-cache", "--config", str(config), "--output-format", "json", *present], root)
     if proc.returncode not in (0, 1):
         raise SeriesError(f"ruff check failed:\n{proc.stderr.strip()}")
-    found = Counter((item["filename"].removeprefix(str(root) + "/"), item["code"], item["message"]) for item in json.loads(proc.stdout or "[]"))
-    proc = _ruff(["format", "--no-cache", "--check", "--config", str(config), *present], root)
-    unformatted = {
-        line.split("Would reformat: ", 1)[1].strip() for line in proc.stdout.splitlines() if "Would reformat: " in line
-    }
+    found = Counter(
+        (item["filename"].removeprefix(str(root) + "/"), item["code"], item["message"])
+        for item in json.loads(proc.stdout or "[]")
+    )
+    proc = _ruff(
+        ["format", "--no-cache", "--check", "--output-format", "concise", "--config", str(config), *present],
+        root,
+    )
+    unformatted = set()
+    for line in proc.stdout.splitlines():
+        match = _UNFORMATTED.match(line)
+        if match:
+            unformatted.add(match["file"].removeprefix(str(root) + "/"))
     return found, unformatted
 
 
@@ -56,7 +70,12 @@ def lint(cfg: Config) -> list[str]:
     after, after_fmt = _findings(cfg.work_tree, files, config)
     with tempfile.TemporaryDirectory(prefix="series-lint-") as tmp:
         base = Path(tmp)
-        existing = [f for f in files if git.run(cfg.work_tree, "cat-file", "-e", f"{tree.BASELINE_TAG}:{f}", check=False).returncode == 0]
+        existing = [
+            f
+            for f in files
+            if git.run(cfg.work_tree, "cat-file", "-e", f"{tree.BASELINE_TAG}:{f}", check=False).returncode
+            == 0
+        ]
         if existing:
             archive = git.run(cfg.work_tree, "archive", tree.BASELINE_TAG, "--", *existing).stdout
             subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)

@@ -82,7 +82,9 @@ def _conflict_report(cfg: Config, proc) -> str:
     current = work / ".git" / "rebase-apply" / "final-commit"
     subject = current.read_text().splitlines()[0] if current.exists() else "?"
     conflicted = git.out(work, "diff", "--name-only", "--diff-filter=U").splitlines()
-    rejected = [ln for ln in (proc.stdout + proc.stderr).decode(errors="replace").splitlines() if "error" in ln]
+    rejected = [
+        ln for ln in (proc.stdout + proc.stderr).decode(errors="replace").splitlines() if "error" in ln
+    ]
     lines = [f"conflict while re-applying {subject!r}:"]
     lines += [f"  conflicted: {f}" for f in conflicted] or [f"  {ln}" for ln in rejected]
     lines.append(
@@ -90,4 +92,3 @@ def _conflict_report(cfg: Config, proc) -> str:
         "(it continues git am and exports). The pin in pyproject.toml is already moved."
     )
     raise SeriesError("\n".join(lines))
-

@@ -114,14 +114,13 @@ def materialize(cfg: Config, *, force: bool = False, log=print) -> str:
             and state.get("patches") == patches_fp
         ):
             return f"{_rel(cfg, tree)} is up to date ({_count(cfg)} patches applied)"
-        if unexported:
-            if not force:
-                raise SeriesError(
-                    f"{_rel(cfg, tree)} has work that is not exported:\n"
-                    + "\n".join(f"  {line}" for line in unexported)
-                    + "\nRun `dev/series export` first, or `dev/series materialize --force` "
-                    "(the old commits are kept in a bundle under .cache/backups/)."
-                )
+        if unexported and not force:
+            raise SeriesError(
+                f"{_rel(cfg, tree)} has work that is not exported:\n"
+                + "\n".join(f"  {line}" for line in unexported)
+                + "\nRun `dev/series export` first, or `dev/series materialize --force` "
+                "(the old commits are kept in a bundle under .cache/backups/)."
+            )
         _backup(cfg, log)
     if tree.exists() and git.has_ref(tree, BASELINE_TAG) and read_state(cfg).get("pins") == pins_fp:
         git.run(tree, "am", "--abort", check=False)
@@ -279,7 +278,9 @@ def plan_export(cfg: Config) -> ExportPlan:
         subject = git.out(tree, "log", "-1", "--format=%s", sha)
         if len(parents) != 1:
             raise SeriesError(f"commit {sha[:12]} ({subject!r}) is a merge; the series must be linear")
-        files = git.out(tree, "diff-tree", "--no-commit-id", "--name-only", "-r", "--no-renames", sha).splitlines()
+        files = git.out(
+            tree, "diff-tree", "--no-commit-id", "--name-only", "-r", "--no-renames", sha
+        ).splitlines()
         if not files:
             raise SeriesError(f"commit {sha[:12]} ({subject!r}) changes nothing; drop it")
         owners: dict[str, list[str]] = {}
@@ -287,7 +288,9 @@ def plan_export(cfg: Config) -> ExportPlan:
             comp = cfg.component_for_file(file)
             owners.setdefault(comp.path if comp else "(no component)", []).append(file)
         if len(owners) != 1 or "(no component)" in owners:
-            detail = "\n".join(f"  {owner}: {', '.join(sorted(fs)[:5])}" for owner, fs in sorted(owners.items()))
+            detail = "\n".join(
+                f"  {owner}: {', '.join(sorted(fs)[:5])}" for owner, fs in sorted(owners.items())
+            )
             raise SeriesError(
                 f"commit {sha[:12]} ({subject!r}) touches {len(owners)} places; each commit must "
                 f"stay inside one component so that it is one patch:\n{detail}\n"
@@ -409,7 +412,9 @@ def status(cfg: Config) -> tuple[list[str], bool]:
     if state.get("pins") != cfg.pins_fingerprint():
         lines.append("the pins in pyproject.toml changed since the tree was made: re-materialize")
     if not state.get("complete"):
-        lines.append(f"the series is applied only partly: {state.get('failed') or 'materialize did not finish'}")
+        lines.append(
+            f"the series is applied only partly: {state.get('failed') or 'materialize did not finish'}"
+        )
     elif state.get("head") == git.head(tree) and state.get("patches") != cfg.patches_fingerprint():
         lines.append("the patch files changed since the tree was made (a pull?): re-materialize")
     if git.am_in_progress(tree):

@@ -45,13 +45,17 @@ def branches(
                 git.run(work, "checkout", "-q", "--detach", base_sha, user_config=True)
                 previous = base
                 for patch in cfg.patch_files(comp):
-                    proc = git.run(work, "am", "-q", "-3", str(patch), env=identity, check=False, user_config=True)
+                    proc = git.run(
+                        work, "am", "-q", "-3", str(patch), env=identity, check=False, user_config=True
+                    )
                     if proc.returncode != 0:
                         text = (proc.stdout + proc.stderr).decode(errors="replace")
                         git.run(work, "am", "--abort", check=False, user_config=True)
                         errors = [ln for ln in text.splitlines() if ln.startswith("error:")] or [text.strip()]
                         failure = tree.ApplyFailure(comp.path, patch, errors)
-                        raise SeriesError(f"{failure.describe(cfg.root)}\n(applying to {base} = {base_sha[:12]})")
+                        raise SeriesError(
+                            f"{failure.describe(cfg.root)}\n(applying to {base} = {base_sha[:12]})"
+                        )
                     name = f"{prefix}{comp.slug}/{patch.stem}"
                     lines.append(_set_branch(checkout, name, git.head(work), force) + f"  (on {previous})")
                     previous = name

@@ -78,7 +78,9 @@ def pytest(tally: Tally, name: str, args: list[str], *, python: str | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/test", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="scripts/test", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--stage", action="append", choices=STAGES, help="run only these stages")
     parser.add_argument("--skip", action="append", choices=STAGES, default=[], help="skip these stages")
     parser.add_argument("--workers", default=os.environ.get("TEST_WORKERS", "2"), help="pytest-xdist workers")
@@ -106,13 +108,27 @@ def main(argv: list[str] | None = None) -> int:
         elif stage == "lint":
             if run([*SERIES, "lint"]) != 0:
                 tally.stage_failed("lint", "the patches add ruff findings (see above)")
+            ours = ["dev", "scripts/demo"]
+            ruff = ["uv", "tool", "run", "-q", "--from", "ruff==0.16.10", "ruff"]
+            if run([*ruff, "check", *ours]) != 0 or run([*ruff, "format", "--check", *ours]) != 0:
+                tally.stage_failed("lint", "our own code under dev/ does not pass ruff (see above)")
         elif stage == "tooling":
             pytest(tally, "tooling", [*xdist, "-q", "-m", "not e2e", "dev/tests"])
         elif stage == "patches":
             for baseline in BASELINES:
                 code = run(
-                    [venv_python(baseline), "-m", "upstream_suites", "patch-tests", "--baseline", baseline,
-                     "--junit-dir", str(RESULTS), "--workers", args.workers],
+                    [
+                        venv_python(baseline),
+                        "-m",
+                        "upstream_suites",
+                        "patch-tests",
+                        "--baseline",
+                        baseline,
+                        "--junit-dir",
+                        str(RESULTS),
+                        "--workers",
+                        args.workers,
+                    ],
                     env={**os.environ, "PYTHONPATH": str(ROOT / "dev")},
                 )
                 for junit in RESULTS.glob(f"patch-tests-{baseline}-*.xml"):
@@ -123,15 +139,30 @@ def main(argv: list[str] | None = None) -> int:
         elif stage == "upstream":
             for baseline in BASELINES:
                 code = run(
-                    [sys.executable, "-m", "upstream_suites", "run", "--tree", str(ROOT / "upstream"),
-                     "--python", venv_python(baseline), "--baseline", baseline, "--workers", args.workers,
-                     "--junit-dir", str(RESULTS)],
+                    [
+                        sys.executable,
+                        "-m",
+                        "upstream_suites",
+                        "run",
+                        "--tree",
+                        str(ROOT / "upstream"),
+                        "--python",
+                        venv_python(baseline),
+                        "--baseline",
+                        baseline,
+                        "--workers",
+                        args.workers,
+                        "--junit-dir",
+                        str(RESULTS),
+                    ],
                     env={**os.environ, "PYTHONPATH": str(ROOT / "dev")},
                 )
                 for junit in RESULTS.glob(f"upstream-{baseline}-*.xml"):
                     tally.add_junit(junit)
                 if code != 0:
-                    tally.stage_failed(f"upstream ({baseline})", "a baseline-passing upstream test is red (see above)")
+                    tally.stage_failed(
+                        f"upstream ({baseline})", "a baseline-passing upstream test is red (see above)"
+                    )
         elif stage == "e2e":
             pytest(tally, "e2e", ["-q", "-m", "e2e", "dev/tests"])
         print(f"--- {stage} took {time.monotonic() - t0:.0f}s", flush=True)

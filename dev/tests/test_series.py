@@ -13,6 +13,7 @@ import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -86,7 +87,9 @@ def series(root: Path, *args: str, ok: bool = True) -> subprocess.CompletedProce
     env = {**os.environ, "SERIES_ROOT": str(root), "SERIES_CACHE": str(root / ".cache")}
     proc = subprocess.run([str(SERIES), *args], env=env, capture_output=True, text=True, check=False)
     if ok and proc.returncode != 0:
-        raise AssertionError(f"dev/series {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+        raise AssertionError(
+            f"dev/series {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
+        )
     return proc
 
 
@@ -130,9 +133,17 @@ def test_materialize_lays_out_upstream_layout_without_sdist_only_files(project: 
 def test_round_trip_edit_export_rematerialize_is_byte_stable(project: Path):
     series(project, "materialize")
     core = project / "upstream" / "airflow-core" / "src" / "fake_core" / "jobs.py"
-    commit(project, "Core: change line 5" + TRAILERS, {str(core.relative_to(project / "upstream")): edit_line(core.read_text(), "line 5\n", "line five\n")})
+    commit(
+        project,
+        "Core: change line 5" + TRAILERS,
+        {str(core.relative_to(project / "upstream")): edit_line(core.read_text(), "line 5\n", "line five\n")},
+    )
     prov = project / "upstream" / "providers" / "fake" / "src" / "fake_provider" / "executor.py"
-    commit(project, "Provider: change row 7" + TRAILERS, {str(prov.relative_to(project / "upstream")): edit_line(prov.read_text(), "row 7\n", "row seven\n")})
+    commit(
+        project,
+        "Provider: change row 7" + TRAILERS,
+        {str(prov.relative_to(project / "upstream")): edit_line(prov.read_text(), "row 7\n", "row seven\n")},
+    )
 
     out = series(project, "export").stdout
     assert "airflow-core: 1 written" in out
@@ -170,7 +181,11 @@ def test_export_keeps_numbering_per_component_and_removes_dropped_commits(projec
     jobs = "airflow-core/src/fake_core/jobs.py"
     base = (project / "upstream" / jobs).read_text()
     commit(project, "First" + TRAILERS, {jobs: edit_line(base, "line 2\n", "line two\n")})
-    commit(project, "Second" + TRAILERS, {jobs: edit_line((project / "upstream" / jobs).read_text(), "line 30\n", "line thirty\n")})
+    commit(
+        project,
+        "Second" + TRAILERS,
+        {jobs: edit_line((project / "upstream" / jobs).read_text(), "line 30\n", "line thirty\n")},
+    )
     series(project, "export")
     names = sorted(p.name for p in (project / "airflow-core" / "patches").iterdir())
     assert names == ["0001-First.patch", "0002-Second.patch"]
@@ -185,7 +200,10 @@ def test_commit_touching_two_components_is_refused(project: Path):
     commit(
         project,
         "Both" + TRAILERS,
-        {"airflow-core/src/fake_core/new.py": "x = 1\n", "providers/fake/src/fake_provider/new.py": "y = 2\n"},
+        {
+            "airflow-core/src/fake_core/new.py": "x = 1\n",
+            "providers/fake/src/fake_provider/new.py": "y = 2\n",
+        },
     )
     proc = series(project, "export", ok=False)
     assert proc.returncode == 2
@@ -219,7 +237,9 @@ def test_status_reports_unexported_work_and_materialize_protects_it(project: Pat
     bundles = list((project / ".cache" / "backups").glob("*.bundle"))
     assert len(bundles) == 1 and "kept the old commits" in out
     assert "line nine" not in jobs.read_text()
-    heads = subprocess.run(["git", "bundle", "list-heads", str(bundles[0])], capture_output=True, text=True).stdout
+    heads = subprocess.run(
+        ["git", "bundle", "list-heads", str(bundles[0])], capture_output=True, text=True, check=True
+    ).stdout
     assert heads.strip()
 
 
@@ -300,7 +320,11 @@ def test_patch_that_does_not_apply_names_patch_file_and_hunk(project: Path):
 def test_check_requires_trailers(project: Path):
     series(project, "materialize")
     jobs = "airflow-core/src/fake_core/jobs.py"
-    commit(project, "No trailers\n\nJust a body.", {jobs: edit_line((project / "upstream" / jobs).read_text(), "line 1\n", "line one\n")})
+    commit(
+        project,
+        "No trailers\n\nJust a body.",
+        {jobs: edit_line((project / "upstream" / jobs).read_text(), "line 1\n", "line one\n")},
+    )
     out = series(project, "export").stdout
     assert "lacks the trailer(s) Bug, Forwarded" in out
     proc = series(project, "check", ok=False)
@@ -318,21 +342,33 @@ def test_upstream_makes_stacked_branches_without_touching_the_checkout(project: 
     _three_patches(project)
     checkout = tmp_path / "airflow"
     subprocess.run(["git", "clone", "-q", str(project / "upstream"), str(checkout)], check=True)
-    subprocess.run(["git", "-C", str(checkout), "checkout", "-q", "-b", "main-up", "series-baseline"], check=True)
+    subprocess.run(
+        ["git", "-C", str(checkout), "checkout", "-q", "-b", "main-up", "series-baseline"], check=True
+    )
     out = series(project, "upstream", str(checkout), "--base", "main-up").stdout.splitlines()
     assert [line.split()[0] for line in out] == ["created"] * 3
     assert "series/airflow-core/0002-Change-20  (on series/airflow-core/0001-Change-3)" in out[1]
 
     def log(ref: str) -> list[str]:
         return subprocess.run(
-            ["git", "-C", str(checkout), "log", "--format=%s", ref], capture_output=True, text=True, check=True
+            ["git", "-C", str(checkout), "log", "--format=%s", ref],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.split("\n")[:3]
 
     assert log("series/airflow-core/0003-Change-35") == ["Change 35", "Change 20", "Change 3"]
-    assert subprocess.run(["git", "-C", str(checkout), "status", "--porcelain"], capture_output=True, text=True).stdout == ""
+    assert (
+        subprocess.run(
+            ["git", "-C", str(checkout), "status", "--porcelain"], capture_output=True, text=True, check=True
+        ).stdout
+        == ""
+    )
     again = series(project, "upstream", str(checkout), "--base", "main-up").stdout
     assert again.count("unchanged") == 3
-    worktrees = subprocess.run(["git", "-C", str(checkout), "worktree", "list"], capture_output=True, text=True).stdout
+    worktrees = subprocess.run(
+        ["git", "-C", str(checkout), "worktree", "list"], capture_output=True, text=True, check=True
+    ).stdout
     assert len(worktrees.strip().splitlines()) == 1
 
 
@@ -353,9 +389,9 @@ def test_upstream_reports_a_patch_that_does_not_apply(project: Path, tmp_path: P
 
 
 class _Index(BaseHTTPRequestHandler):
-    files: dict[str, dict] = {}
+    files: ClassVar[dict[str, dict]] = {}
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         body = json.dumps(self.files.get(self.path.strip("/"), {"files": []})).encode()
         self.send_response(200 if self.path.strip("/") in self.files else 404)
         self.send_header("Content-Type", "application/vnd.pypi.simple.v1+json")
@@ -410,7 +446,9 @@ def test_rebase_reapplies_with_three_way_merge(project: Path, tmp_path: Path, in
 def test_rebase_conflict_is_reported_and_continues(project: Path, tmp_path: Path, index):
     _three_patches(project)
     v2 = dict(CORE_V1)
-    v2["src/fake_core/jobs.py"] = CORE_V1["src/fake_core/jobs.py"].replace("line 20\n", "line 20 (upstream)\n")
+    v2["src/fake_core/jobs.py"] = CORE_V1["src/fake_core/jobs.py"].replace(
+        "line 20\n", "line 20 (upstream)\n"
+    )
     _publish(index, tmp_path, "fake-core", "1.1", v2)
     proc = _series_with_index(project, index, "rebase", "airflow-core", "1.1", ok=False)
     assert proc.returncode == 2
@@ -425,7 +463,9 @@ def test_rebase_conflict_is_reported_and_continues(project: Path, tmp_path: Path
     out = series(project, "rebase", "--continue").stdout
     assert "now on 1.1" in out
     assert "line 35!" in jobs.read_text()
-    assert "+line 20 (upstream)!" in (project / "airflow-core" / "patches" / "0002-Change-20.patch").read_text()
+    assert (
+        "+line 20 (upstream)!" in (project / "airflow-core" / "patches" / "0002-Change-20.patch").read_text()
+    )
     assert "clean" in series(project, "status").stdout
 
 
@@ -446,7 +486,11 @@ def test_rebase_to_a_missing_version_changes_nothing(project: Path, tmp_path: Pa
 def test_build_labels_the_patched_component(project: Path):
     series(project, "materialize")
     mod = "providers/fake/src/fake_provider/executor.py"
-    commit(project, "Provider fix" + TRAILERS, {mod: edit_line((project / "upstream" / mod).read_text(), "row 1\n", "row one\n")})
+    commit(
+        project,
+        "Provider fix" + TRAILERS,
+        {mod: edit_line((project / "upstream" / mod).read_text(), "row 1\n", "row one\n")},
+    )
     series(project, "export")
     out = series(project, "build", "--outdir", str(project / "dist")).stdout
     wheels = list((project / "dist").glob("*.whl"))
@@ -469,3 +513,37 @@ def test_cli_help_lists_every_command():
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+# ------------------------------------------------------------------------------ lint
+
+
+def test_lint_reports_only_findings_the_series_adds(project: Path):
+    (project / "dev" / "lint").mkdir(parents=True)
+    (project / "dev" / "lint" / "ruff-upstream.toml").write_text(
+        (REPO / "dev" / "lint" / "ruff-upstream.toml").read_text()
+    )
+    series(project, "materialize")
+    # The baseline file already breaks the rules (no __future__ import): not ours to fix.
+    assert "lint OK" in series(project, "lint").stdout
+    mod = "providers/fake/src/fake_provider/executor.py"
+    commit(project, "Clean change" + TRAILERS, {"providers/fake/src/fake_provider/clean.py": CLEAN_MODULE})
+    assert "lint OK" in series(project, "lint").stdout
+    commit(project, "Messy change" + TRAILERS, {mod: "import os\nx=1\n"})
+    proc = series(project, "lint", ok=False)
+    assert proc.returncode == 1
+    assert f"{mod}: F401" in proc.stdout
+    assert f"{mod}: not formatted" in proc.stdout
+    assert "clean.py" not in proc.stdout
+
+
+CLEAN_MODULE = '''\
+"""A module that follows upstream's rules."""
+
+from __future__ import annotations
+
+
+def answer() -> int:
+    """Return the answer."""
+    return 42
+'''
