@@ -547,3 +547,41 @@ def answer() -> int:
     """Return the answer."""
     return 42
 '''
+
+
+# ------------------------------------------------------------------------------- env
+
+
+@pytest.mark.slow
+def test_env_installs_the_tree_editable_and_is_idempotent(project: Path):
+    text = (project / "pyproject.toml").read_text()
+    core_block = text[text.index('[tool.series.components."airflow-core"]') :]
+    core_block = core_block[: core_block.index("\n\n")]
+    # fake-core has no build backend of its own; give it flit's, like the provider.
+    text = text.replace('order = ["airflow-core", "providers/fake"]', 'order = ["providers/fake"]')
+    text = text.replace(core_block, "")
+    text += '\n[tool.series.baselines.main]\nvenv = ".venv"\nlock = "dev/lock/main.txt"\n'
+    (project / "pyproject.toml").write_text(text)
+    (project / "dev" / "requirements").mkdir(parents=True)
+    (project / "dev" / "requirements" / "test.in").write_text("# nothing beyond the tree\n")
+    series(project, "materialize")
+    assert "installed" in series(project, "env").stdout
+    python = project / ".venv" / "bin" / "python"
+    where = subprocess.run(
+        [str(python), "-c", "import fake_provider; print(fake_provider.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert str(project / "upstream" / "providers" / "fake") in where
+    assert "up to date" in series(project, "env").stdout
+    # A new lock is an input change: the venv is brought in line again.
+    series(project, "lock")
+    assert (project / "dev" / "lock" / "main.txt").exists()
+    assert "installed" in series(project, "env").stdout
+    assert "up to date" in series(project, "env").stdout
+
+
+def test_env_refuses_a_missing_tree(project: Path):
+    proc = series(project, "env", "--baseline", "nope", ok=False)
+    assert "unknown baseline 'nope'" in proc.stderr
