@@ -6,7 +6,7 @@ Stages (each can be picked with --stage, or skipped with --skip):
   env        the main and stable baselines' virtualenvs
   lint       upstream's ruff rules on the files the patches touch
   tooling    our own tests (dev/tests), without the end-to-end ones
-  patches    the test files the patches add or change, on every baseline they target
+  patches    the series' test files outside the upstream suites, on every baseline they target
   upstream   upstream's unit suites per baseline, against the recorded counts
   e2e        end-to-end tests with real Airflow processes (dev/tests, -m e2e)
 """
@@ -14,6 +14,7 @@ Stages (each can be picked with --stage, or skipped with --skip):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -34,6 +35,7 @@ class Tally:
     passed: int = 0
     failed: int = 0
     skipped: int = 0
+    known_failing: int = 0  # upstream tests that fail on the unpatched baseline too
     failures: list[str] = field(default_factory=list)
 
     def add_junit(self, path: Path) -> None:
@@ -48,8 +50,19 @@ class Tally:
             else:
                 self.passed += 1
 
+    def add_summary(self, path: Path) -> None:
+        """Counts from the upstream suite runner: failures the baseline already has are known."""
+        if not path.exists():
+            return
+        for suite in json.loads(path.read_text()).values():
+            counts = suite["counts"]
+            new = suite["regressions"] + suite["vanished"]
+            self.passed += counts["passed"]
+            self.failed += new
+            self.skipped += counts["skipped"]
+            self.known_failing += counts["failed"] + counts["error"] - suite["regressions"]
+
     def stage_failed(self, stage: str, why: str) -> None:
-        self.failed += 1
         self.failures.append(f"{stage}: {why}")
 
 
@@ -114,36 +127,17 @@ def main(argv: list[str] | None = None) -> int:
                 tally.stage_failed("lint", "our own code under dev/ does not pass ruff (see above)")
         elif stage == "tooling":
             pytest(tally, "tooling", [*xdist, "-q", "-m", "not e2e", "dev/tests"])
-        elif stage == "patches":
+        elif stage in ("patches", "upstream"):
+            command = "patch-tests" if stage == "patches" else "run"
             for baseline in BASELINES:
-                code = run(
-                    [
-                        venv_python(baseline),
-                        "-m",
-                        "upstream_suites",
-                        "patch-tests",
-                        "--baseline",
-                        baseline,
-                        "--junit-dir",
-                        str(RESULTS),
-                        "--workers",
-                        args.workers,
-                    ],
-                    env={**os.environ, "PYTHONPATH": str(ROOT / "dev")},
-                )
-                for junit in RESULTS.glob(f"patch-tests-{baseline}-*.xml"):
-                    tally.add_junit(junit)
-                if code != 0:
-                    tally.failures.append(f"patches ({baseline}): failed (see above)")
-                    tally.failed += 0 if tally.failed else 1
-        elif stage == "upstream":
-            for baseline in BASELINES:
+                summary = RESULTS / f"{stage}-{baseline}.json"
+                summary.unlink(missing_ok=True)
                 code = run(
                     [
                         sys.executable,
                         "-m",
                         "upstream_suites",
-                        "run",
+                        command,
                         "--tree",
                         str(ROOT / "upstream"),
                         "--python",
@@ -152,17 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                         baseline,
                         "--workers",
                         args.workers,
-                        "--junit-dir",
-                        str(RESULTS),
+                        "--summary",
+                        str(summary),
                     ],
                     env={**os.environ, "PYTHONPATH": str(ROOT / "dev")},
                 )
-                for junit in RESULTS.glob(f"upstream-{baseline}-*.xml"):
-                    tally.add_junit(junit)
+                tally.add_summary(summary)
                 if code != 0:
-                    tally.stage_failed(
-                        f"upstream ({baseline})", "a baseline-passing upstream test is red (see above)"
-                    )
+                    tally.stage_failed(f"{stage} ({baseline})", "failing tests (see REGRESSION/FAILED above)")
         elif stage == "e2e":
             pytest(tally, "e2e", ["-q", "-m", "e2e", "dev/tests"])
         print(f"--- {stage} took {time.monotonic() - t0:.0f}s", flush=True)
@@ -170,8 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     say(f"summary after {time.monotonic() - started:.0f}s")
     for failure in tally.failures:
         print(f"FAILED {failure}")
-    print(f"total: {tally.passed} passed, {tally.failed} failed, {tally.skipped} skipped", flush=True)
-    return 1 if (tally.failed or tally.failures) else 0
+    if tally.known_failing:
+        print(
+            f"({tally.known_failing} upstream tests fail on the unpatched baselines too; recorded in "
+            "dev/upstream_suites/baselines/, not counted as failed)"
+        )
+    failed = max(tally.failed, len(tally.failures))
+    print(f"total: {tally.passed} passed, {failed} failed, {tally.skipped} skipped", flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

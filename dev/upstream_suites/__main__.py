@@ -1,0 +1,7 @@
+from __future__ import annotations
+
+import sys
+
+from upstream_suites.runner import main
+
+sys.exit(main())
