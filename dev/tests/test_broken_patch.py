@@ -72,7 +72,9 @@ def test_scripts_test_fails_naming_the_broken_patch(clone: Path):
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "providers/celery/patches/0999-Celery-a-change-whose-context-upstream-no-longer-has.patch" in output
+    assert (
+        "providers/celery/patches/0999-Celery-a-change-whose-context-upstream-no-longer-has.patch" in output
+    )
     assert "does not apply" in output
     assert "total: 0 passed, 1 failed" in output
 
