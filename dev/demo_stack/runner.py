@@ -497,3 +497,4 @@ class DemoRunner:
                 self.log(f"kept AIRFLOW_HOME at {self.home.root} (source {self.home.root / 'demo.env'})")
             else:
                 shutil.rmtree(self.home.root, ignore_errors=True)
+                self.log("removed the throwaway AIRFLOW_HOME and its logs (run with --keep to keep them)")
