@@ -499,6 +499,9 @@ def test_build_labels_the_patched_component(project: Path):
     with zipfile.ZipFile(wheels[0]) as whl:
         assert "row one" in whl.read("fake_provider/executor.py").decode()
         assert '__version__ = "2.0+series1.' in whl.read("fake_provider/__init__.py").decode()
+    # Twice: the same artifacts again, nothing else in dist/.
+    series(project, "build", "--outdir", str(project / "dist"))
+    assert len(list((project / "dist").iterdir())) == 2
     # The tree itself keeps upstream's version.
     assert 'version = "2.0"' in (project / "upstream" / "providers/fake/pyproject.toml").read_text()
     proc = series(project, "build", "--label", "Bad Label", ok=False)
