@@ -197,7 +197,13 @@ def pytest_env(home: Path) -> dict[str, str]:
 
 
 def run_suite(
-    python: str, tree: Path, suite: Suite, *, keep: bool = False, workers: int = 2
+    python: str,
+    tree: Path,
+    suite: Suite,
+    *,
+    keep: bool = False,
+    workers: int = 2,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[SuiteResult, int, float]:
     home = Path(tempfile.mkdtemp(prefix=f"upstream-suite-{suite.name}-"))
     junit = home / "junit.xml"
@@ -207,7 +213,12 @@ def run_suite(
     log = home / "pytest.log"
     with log.open("w") as out:
         proc = subprocess.run(
-            cmd, cwd=tree, env=pytest_env(home), stdout=out, stderr=subprocess.STDOUT, check=False
+            cmd,
+            cwd=tree,
+            env={**pytest_env(home), **(extra_env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
         )
     elapsed = time.monotonic() - start
     if not junit.exists():
@@ -301,6 +312,27 @@ def patch_test_files(tree: Path, baseline: str) -> list[str]:
     return sorted(files)
 
 
+PATCH_TESTS_DB = "airflow_patch_tests"
+
+
+def postgres_env(python: str) -> dict[str, str]:
+    """Point the tests at a database of their own on the local PostgreSQL, creating it if needed."""
+    server = os.environ.get("UPSTREAM_SUITES_PG", "postgresql://postgres@127.0.0.1:5432")
+    create = (
+        "import psycopg2, sys\n"
+        f"conn = psycopg2.connect({server + '/postgres'!r}); conn.autocommit = True\n"
+        "cur = conn.cursor()\n"
+        f"cur.execute('SELECT 1 FROM pg_database WHERE datname = %s', ({PATCH_TESTS_DB!r},))\n"
+        f"cur.fetchone() or cur.execute('CREATE DATABASE {PATCH_TESTS_DB}')\n"
+    )
+    subprocess.run([python, "-c", create], check=True)
+    return {
+        "BACKEND": "postgres",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"{server}/{PATCH_TESTS_DB}",
+        "UPSTREAM_SUITES_KEEP_DB_CONN": "1",
+    }
+
+
 def cmd_patch_tests(args: argparse.Namespace) -> int:
     """Run the series' own tests outside the suites; every one must pass (there is no baseline)."""
     tree = Path(args.tree).resolve()
@@ -310,14 +342,21 @@ def cmd_patch_tests(args: argparse.Namespace) -> int:
         if args.summary:
             Path(args.summary).write_text("{}\n")
         return 0
-    suite = Suite(f"patch-tests-{args.baseline}", " ".join(files), ("-p", "tests_common.pytest_plugin"))
-    result, code, _ = run_suite(args.python, tree, suite, keep=args.keep, workers=args.workers)
+    name = f"patch-tests-{args.baseline}-{args.backend}"
+    suite = Suite(name, " ".join(files), ("-p", "tests_common.pytest_plugin"))
+    extra_env, workers = None, args.workers
+    if args.backend == "postgres":
+        extra_env = postgres_env(args.python)
+        workers = 1  # one database: xdist workers would reset it under each other
+    result, code, _ = run_suite(
+        args.python, tree, suite, keep=args.keep, workers=workers, extra_env=extra_env
+    )
     counts = result.counts
     print("   " + ", ".join(f"{counts[o]} {o}" for o in OUTCOMES))
     failing = {tid: o for tid, o in result.outcomes.items() if o in FAILING}
     _print_ids("FAILED", failing)
     if args.summary:
-        summary = {suite.name: {"counts": counts, "regressions": len(failing), "vanished": 0}}
+        summary = {name: {"counts": counts, "regressions": len(failing), "vanished": 0}}
         Path(args.summary).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return 1 if failing or code not in (0, 1) else 0
 
@@ -342,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--baseline", {"required": True}),
         ("--workers", {"type": int, "default": 2}),
         ("--summary", {}),
+        ("--backend", {"choices": ("sqlite", "postgres"), "default": "sqlite"}),
     ):
         tests.add_argument(flag, **kwargs)
     tests.add_argument("--keep", action="store_true")
