@@ -77,6 +77,23 @@ def cmd_lint(cfg: config.Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_list(cfg: config.Config, args: argparse.Namespace) -> int:
+    from series_tool import checks, tree
+
+    for comp in cfg.components:
+        patches = cfg.patch_files(comp)
+        if not patches:
+            continue
+        print(f"{comp.path} ({comp.pin.dist} {comp.pin.version}): {len(patches)} patches")
+        for patch in patches:
+            trailers = tree.trailers(checks.patch_message(patch))
+            state = trailers.get("Applied-Upstream") and f"applied upstream in {trailers['Applied-Upstream']}"
+            state = state or f"forwarded: {trailers.get('Forwarded', '?')}"
+            print(f"  {patch.name}")
+            print(f"      bug: {trailers.get('Bug', '?')}; {state}")
+    return 0
+
+
 def cmd_env(cfg: config.Config, args: argparse.Namespace) -> int:
     from series_tool import envs
 
@@ -156,6 +173,9 @@ def parser() -> argparse.ArgumentParser:
         "--no-apply", action="store_true", help="skip the fresh apply (fast; trailers and status only)"
     )
     s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("list", help="every patch with its Bug/Forwarded/Applied-Upstream trailers")
+    s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("lint", help="upstream's ruff rules on the files the series touch (new findings only)")
     s.set_defaults(func=cmd_lint)

@@ -314,9 +314,19 @@ def plan_export(cfg: Config) -> ExportPlan:
     return ExportPlan(patches, warnings)
 
 
+def trailers(message: str) -> dict[str, str]:
+    """The ``Key: value`` trailers of the message's last paragraph."""
+    block = message.strip().split("\n\n")[-1]
+    found = {}
+    for line in block.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() and " " not in key.strip():
+            found[key.strip()] = value.strip()
+    return found
+
+
 def missing_trailers(message: str) -> list[str]:
-    trailer_block = message.strip().split("\n\n")[-1]
-    present = {line.split(":", 1)[0].strip() for line in trailer_block.splitlines() if ":" in line}
+    present = trailers(message)
     return [t for t in REQUIRED_TRAILERS if t not in present]
 
 

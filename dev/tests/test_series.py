@@ -588,3 +588,15 @@ def test_env_installs_the_tree_editable_and_is_idempotent(project: Path):
 def test_env_refuses_a_missing_tree(project: Path):
     proc = series(project, "env", "--baseline", "nope", ok=False)
     assert "unknown baseline 'nope'" in proc.stderr
+
+
+def test_list_shows_each_patch_with_its_trailers(project: Path):
+    patches = _three_patches(project)
+    text = (
+        patches[0].read_text().replace("Forwarded: no", "Forwarded: https://github.com/apache/airflow/pull/1")
+    )
+    patches[0].write_text(text.replace("Forwarded:", "Applied-Upstream: 3.4.1\nForwarded:", 1))
+    out = series(project, "list").stdout
+    assert "airflow-core (fake-core 1.0): 3 patches" in out
+    assert "bug: apache/airflow#62887; applied upstream in 3.4.1" in out
+    assert out.count("forwarded: no") == 2

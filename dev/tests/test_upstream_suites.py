@@ -222,3 +222,8 @@ def test_patch_test_files_are_the_series_tests_outside_the_suites(tmp_path):
     assert runner.patch_test_files(tree, "stable") == [
         "providers/amazon/tests/unit/amazon/aws/hooks/test_ecs_callbacks.py",
     ]
+    # A test being written counts before it is committed.
+    new = tree / "providers/celery/tests/unit/celery/cli/test_new.py"
+    new.parent.mkdir(parents=True)
+    new.write_text("x = 1\n")
+    assert "providers/celery/tests/unit/celery/cli/test_new.py" in runner.patch_test_files(tree, "stable")

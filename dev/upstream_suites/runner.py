@@ -292,12 +292,15 @@ MAIN_ONLY = ("airflow-core/", "task-sdk/")
 
 def patch_test_files(tree: Path, baseline: str) -> list[str]:
     """Test files the series add or change that the suites do not already run."""
-    out = subprocess.run(
-        ["git", "-C", str(tree), "diff", "--name-only", "--diff-filter=AMR", "series-baseline..HEAD"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+
+    def git(*args: str) -> list[str]:
+        return subprocess.run(
+            ["git", "-C", str(tree), *args], capture_output=True, text=True, check=True
+        ).stdout.split()
+
+    # The work tree against the baseline, so tests being written count before they are committed.
+    out = git("diff", "--name-only", "--diff-filter=AMR", "series-baseline")
+    out += git("ls-files", "--others", "--exclude-standard")
     covered = tuple(suite.path.rstrip("/") + "/" for suite in SUITES.values())
     files = []
     for path in out:
