@@ -202,7 +202,7 @@ def test_patch_test_files_are_the_series_tests_outside_the_suites(tmp_path):
     _git(tree, "tag", "series-baseline")
     for rel in (
         "airflow-core/tests/unit/jobs/test_callbacks_queue.py",
-        "task-sdk/tests/task_sdk/execution_time/test_dag_attribute.py",
+        "task-sdk/tests/task_sdk/definitions/test_dag_attribute.py",
         "providers/amazon/tests/unit/amazon/aws/hooks/test_ecs_callbacks.py",
         "providers/edge3/tests/unit/edge3/test_callbacks.py",  # inside the edge3 suite
         "devel-common/src/tests_common/test_utils/test_helpers.py",
@@ -217,7 +217,7 @@ def test_patch_test_files_are_the_series_tests_outside_the_suites(tmp_path):
     assert runner.patch_test_files(tree, "main") == [
         "airflow-core/tests/unit/jobs/test_callbacks_queue.py",
         "providers/amazon/tests/unit/amazon/aws/hooks/test_ecs_callbacks.py",
-        "task-sdk/tests/task_sdk/execution_time/test_dag_attribute.py",
+        "task-sdk/tests/task_sdk/definitions/test_dag_attribute.py",
     ]
     assert runner.patch_test_files(tree, "stable") == [
         "providers/amazon/tests/unit/amazon/aws/hooks/test_ecs_callbacks.py",
