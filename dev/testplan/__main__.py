@@ -108,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         say(f"stage {stage}")
         if stage == "series":
-            if run([*SERIES, "materialize"]) != 0:
+            tree_has_work = (ROOT / "upstream").exists() and run([*SERIES, "status", "--check"]) == 1
+            if tree_has_work:
+                # A developer's edits in progress: test them as they are, and say so loudly.
+                print("WARNING: testing the work tree as it is; it has work not exported to patches yet")
+            elif run([*SERIES, "materialize"]) != 0:
                 tally.stage_failed("series", "the series does not apply (see above); nothing else can run")
                 break
         elif stage == "check":
