@@ -51,8 +51,9 @@ SUITES: dict[str, Suite] = {
         Suite(
             "task-sdk-execution-time",
             "task-sdk/tests/task_sdk/execution_time",
-            # Its conftest imports Airflow before naming the plugin; load the plugin first.
-            ("-p", "tests_common.pytest_plugin"),
+            # Its conftest imports Airflow before naming the plugin: load the plugin first. Its
+            # tests import `task_sdk...`, importable through the SDK's own `pythonpath = tests`.
+            ("-p", "tests_common.pytest_plugin", "-o", "pythonpath={tree}/task-sdk/tests"),
             baselines=("main",),
         ),
     )
@@ -192,7 +193,7 @@ def pytest_command(
         f"--warning-output-path={home / 'warnings.txt'}",
         f"--junitxml={junit}",
         *TIMEOUT_ARGS,
-        *suite.extra_args,
+        *(arg.format(tree=tree) for arg in suite.extra_args),
         *suite.path.split(),
     ]
 
