@@ -61,17 +61,14 @@ def _env() -> dict[str, str]:
     return {**os.environ, "SERIES_CACHE": str(REPO / ".cache" / "sdists")}
 
 
+def _run(*cmd: str) -> tuple[int, str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=False, timeout=600)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
 def test_scripts_test_fails_naming_the_broken_patch(clone: Path):
-    proc = subprocess.run(
-        [str(clone / "scripts" / "test"), "--stage", "series"],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        check=False,
-        timeout=600,
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0
+    code, output = _run(str(clone / "scripts" / "test"), "--stage", "series")
+    assert code != 0
     assert (
         "providers/celery/patches/0999-Celery-a-change-whose-context-upstream-no-longer-has.patch" in output
     )
@@ -80,15 +77,7 @@ def test_scripts_test_fails_naming_the_broken_patch(clone: Path):
 
 
 def test_scripts_demo_fails_naming_the_broken_patch(clone: Path):
-    proc = subprocess.run(
-        [str(clone / "scripts" / "demo")],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        check=False,
-        timeout=600,
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0
+    code, output = _run(str(clone / "scripts" / "demo"))
+    assert code != 0
     assert "0999-Celery-a-change-whose-context-upstream-no-longer-has.patch does not apply" in output
     assert not (clone / ".venv").exists()  # it stopped before building or starting anything
