@@ -36,10 +36,6 @@ class Component:
     pin: Pin
 
     @property
-    def patches_dir_name(self) -> str:
-        return f"{self.path}/patches"
-
-    @property
     def slug(self) -> str:
         return self.path.replace("/", "-")
 

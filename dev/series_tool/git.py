@@ -38,7 +38,6 @@ def run(
     *args: str,
     env: dict[str, str] | None = None,
     check: bool = True,
-    input: bytes | None = None,
     user_config: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``git -C repo args``; with ``check`` a failure is a SeriesError quoting git."""
@@ -48,7 +47,6 @@ def run(
     proc = subprocess.run(
         ["git", "-C", str(repo), *args],
         env=full_env,
-        input=input,
         capture_output=True,
         check=False,
     )
