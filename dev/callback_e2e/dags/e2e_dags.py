@@ -1,0 +1,62 @@
+"""DAGs whose runs end with callbacks, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import datetime
+
+from e2e_callbacks import boom, record
+
+from airflow.sdk import DAG, task
+
+
+@task
+def fails():
+    raise RuntimeError("this run exists to fail")
+
+
+@task
+def succeeds():
+    return None
+
+
+with DAG(
+    "e2e_fail",
+    schedule=None,
+    on_failure_callback=[record("fail_a"), boom, record("fail_b")],
+    default_args={"retries": 0},
+    max_active_runs=500,
+):
+    fails()
+
+with DAG("e2e_ok", schedule=None, on_success_callback=record("ok"), max_active_runs=500):
+    succeeds()
+
+with DAG(
+    "e2e_burst",
+    schedule=None,
+    on_failure_callback=record("burst"),
+    default_args={"retries": 0},
+    max_active_runs=500,
+):
+    fails()
+
+
+@task
+def sleeps():
+    import time
+
+    time.sleep(600)
+
+
+# Holds the only executor slot of a scheduler with parallelism 1.
+with DAG("e2e_sleep", schedule=None, max_active_runs=1):
+    sleeps()
+
+# Times out while its task waits for a slot: its on_failure_callback is created, not queued.
+with DAG(
+    "e2e_timeout",
+    schedule=None,
+    on_failure_callback=record("timeout"),
+    dagrun_timeout=datetime.timedelta(seconds=2),
+):
+    succeeds()

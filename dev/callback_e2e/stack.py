@@ -1,0 +1,249 @@
+"""A local Airflow (api-server, scheduler(s), dag-processor) on SQLite or PostgreSQL, for tests.
+
+Reuses the demo's home layout, configuration and process handling; adds what the end-to-end
+tests of DAG run callbacks need: a PostgreSQL database of its own, several schedulers, killing
+a component, configuration per component and read access to the metadata database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from demo_stack.airflow_home import DemoHome, airflow_config, child_environment
+from demo_stack.api import AirflowApi, ApiError
+from demo_stack.ports import LOOPBACK, find_free_port
+from demo_stack.procs import ManagedProcess, stop_processes, tail
+
+DAGS = Path(__file__).resolve().parent / "dags"
+MARKER_ENV = "CALLBACK_E2E_MARKERS"
+PG_SERVER = os.environ.get("CALLBACK_E2E_PG", "postgresql://postgres@127.0.0.1:5432")
+
+
+class StackError(Exception):
+    """The stack did not come up or a wait timed out; the message names the logs to read."""
+
+
+@dataclass(frozen=True)
+class Marker:
+    """One line a test callable wrote: which callable, for which run, with which context keys."""
+
+    name: str
+    dag_id: str
+    run_id: str
+    reason: str | None
+    keys: tuple[str, ...]
+    pid: int
+
+
+def read_markers(path: Path) -> list[Marker]:
+    if not path.exists():
+        return []
+    markers = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            raw = json.loads(line)
+            markers.append(
+                Marker(
+                    name=raw["name"],
+                    dag_id=raw["dag_id"],
+                    run_id=raw["run_id"],
+                    reason=raw.get("reason"),
+                    keys=tuple(raw["keys"]),
+                    pid=raw["pid"],
+                )
+            )
+    return markers
+
+
+def wait_for(what: str, predicate: Callable[[], Any], timeout: float, poll: float = 0.5) -> Any:
+    """Poll ``predicate`` until it returns something truthy; raise :class:`StackError` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise StackError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(poll)
+
+
+class AirflowStack:
+    """
+    Start with ``with AirflowStack(...) as stack:``; everything started is stopped on exit.
+
+    :param python: the interpreter of the virtualenv Airflow is installed in.
+    :param backend: ``"sqlite"`` or ``"postgres"`` (a database of its own, dropped on exit).
+    :param config: extra ``AIRFLOW__*`` variables for every component.
+    """
+
+    def __init__(self, python: str, backend: str = "sqlite", config: Mapping[str, str] | None = None):
+        if backend not in ("sqlite", "postgres"):
+            raise ValueError(f"backend must be sqlite or postgres, not {backend!r}")
+        self.python = python
+        self.backend = backend
+        self.root = Path(tempfile.mkdtemp(prefix="airflow-cb-e2e-"))
+        self.home = DemoHome(self.root)
+        self.home.create(dags_source=DAGS)
+        self.markers = self.root / "markers.jsonl"
+        self.api_port = find_free_port(LOOPBACK)
+        self.api = AirflowApi(f"http://{LOOPBACK}:{self.api_port}")
+        self.db_name = f"airflow_cb_e2e_{uuid.uuid4().hex[:10]}" if backend == "postgres" else None
+        cfg = airflow_config(self.home, self.api_port)
+        cfg[MARKER_ENV] = str(self.markers)
+        if self.db_name:
+            cfg["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"postgresql+psycopg2://{PG_SERVER.split('://', 1)[1]}/{self.db_name}"
+        cfg.update(config or {})
+        self.config = cfg
+        self.procs: dict[str, ManagedProcess] = {}
+        self._engine = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> AirflowStack:
+        try:
+            if self.db_name:
+                self._psql(f'CREATE DATABASE "{self.db_name}"')
+            self._run_cli("db-migrate", "db", "migrate")
+            self.start("api-server", "api-server", "--host", LOOPBACK, "--workers", "1")
+            self.start("dag-processor", "dag-processor")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stop_processes(list(self.procs.values()), grace=10)
+        if self._engine is not None:
+            self._engine.dispose()
+        if self.db_name:
+            self._psql(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        if not os.environ.get("CALLBACK_E2E_KEEP"):
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        return child_environment(os.environ, {**self.config, **(extra or {})})
+
+    def start(self, name: str, *airflow_args: str, config: Mapping[str, str] | None = None) -> ManagedProcess:
+        """Start ``airflow <args>`` as component ``name`` with extra ``config`` of its own."""
+        if name in self.procs and self.procs[name].alive():
+            raise StackError(f"{name} is already running")
+        proc = ManagedProcess(name, [self.python, "-m", "airflow", *airflow_args], self.home.process_log(name))
+        proc.start(self.env(config), cwd=self.root)
+        self.procs[name] = proc
+        return proc
+
+    def scheduler(self, name: str = "scheduler", config: Mapping[str, str] | None = None) -> ManagedProcess:
+        return self.start(name, "scheduler", "--skip-serve-logs", config=config)
+
+    def stop(self, name: str) -> None:
+        stop_processes([self.procs[name]], grace=10)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the component and everything in its process group, as a crash would."""
+        proc = self.procs[name]
+        assert proc.pid is not None
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.popen.wait(timeout=10)  # type: ignore[union-attr]
+        for pid in proc.remaining():
+            os.kill(pid, signal.SIGKILL)
+        proc.close_log()
+
+    def logs(self) -> str:
+        """Tails of every component's log, for assertion messages."""
+        return "\n".join(f"--- {name} ---\n{tail(p.log_path, 30)}" for name, p in self.procs.items())
+
+    # -- Airflow ------------------------------------------------------------------------------
+    def wait_healthy(self, timeout: float = 120) -> None:
+        def healthy() -> bool:
+            for name, proc in self.procs.items():
+                if not proc.alive():
+                    raise StackError(f"{name} exited with {proc.returncode()}:\n{tail(proc.log_path, 40)}")
+            try:
+                self.api.health()
+            except ApiError:
+                return False
+            return True
+
+        wait_for("the api-server", healthy, timeout)
+
+    def wait_dags(self, dag_ids: list[str], timeout: float = 120) -> None:
+        def parsed() -> bool:
+            for dag_id in dag_ids:
+                try:
+                    self.api.get_dag(dag_id)
+                except ApiError:
+                    return False
+            return True
+
+        wait_for(f"DAGs {dag_ids} to be parsed", parsed, timeout)
+        for dag_id in dag_ids:
+            self.api.set_paused(dag_id, False)
+
+    def trigger(self, dag_id: str, run_id: str | None = None) -> str:
+        body: dict[str, Any] = {"logical_date": None}
+        if run_id:
+            body["dag_run_id"] = run_id
+        return self.api.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"]
+
+    # -- metadata database --------------------------------------------------------------------
+    def query(self, sql: str, **params: Any) -> list[tuple]:
+        import sqlalchemy
+
+        if self._engine is None:
+            self._engine = sqlalchemy.create_engine(self.config["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+        with self._engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sqlalchemy.text(sql), params)]
+
+    def dag_callbacks(self) -> list[dict[str, Any]]:
+        """Executor callbacks of DAG runs: id, state, output and data."""
+        from airflow.serialization.serialized_objects import BaseSerialization
+
+        rows = self.query("SELECT id, state, output, data FROM callback WHERE type = 'executor'")
+        out = []
+        for cb_id, state, output, raw in rows:
+            data = BaseSerialization.deserialize(json.loads(raw) if isinstance(raw, str) else raw)
+            if isinstance(data, dict) and data.get("kind") == "dag_run":
+                out.append({"id": str(cb_id), "state": state, "output": output, "data": data})
+        return out
+
+    def run_state(self, dag_id: str, run_id: str) -> str | None:
+        rows = self.query("SELECT state FROM dag_run WHERE dag_id = :d AND run_id = :r", d=dag_id, r=run_id)
+        return rows[0][0] if rows else None
+
+    def read_markers(self) -> list[Marker]:
+        return read_markers(self.markers)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _run_cli(self, name: str, *args: str) -> None:
+        log = self.home.process_log(name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "wb") as handle:
+            proc = subprocess.run(
+                [self.python, "-m", "airflow", *args],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env=self.env(),
+                cwd=self.root,
+                timeout=300,
+                check=False,
+            )
+        if proc.returncode != 0:
+            raise StackError(f"airflow {' '.join(args)} failed:\n{tail(log, 40)}")
+
+    def _psql(self, statement: str) -> None:
+        subprocess.run(
+            ["psql", f"{PG_SERVER}/postgres", "-v", "ON_ERROR_STOP=1", "-qc", statement],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )

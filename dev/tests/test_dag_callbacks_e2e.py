@@ -1,0 +1,148 @@
+"""End to end: DAG run callbacks through the executor, with real Airflow processes.
+
+Each test starts its own api-server, dag-processor and scheduler(s) with LocalExecutor, on
+SQLite or on a PostgreSQL database of its own (see ``dev/callback_e2e``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from callback_e2e.stack import AirflowStack, Marker, read_markers, wait_for  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+
+EXECUTOR_MODE = {
+    "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    "AIRFLOW__CORE__PARALLELISM": "4",
+    "AIRFLOW__CALLBACKS__DAG_CALLBACK_RUNNER": "executor",
+}
+PROCESSOR_MODE = {"AIRFLOW__CALLBACKS__DAG_CALLBACK_RUNNER": "dag_processor"}
+# What the Dag processor logs when it runs a DAG callback (dag_processing/processor.py).
+PROCESSOR_RAN_A_CALLBACK = "dag callback"
+
+
+def _processor_ran_callbacks(stack: AirflowStack) -> bool:
+    for path in [*stack.home.dag_processor_logs.rglob("*.log"), stack.home.process_log("dag-processor")]:
+        if path.is_file() and PROCESSOR_RAN_A_CALLBACK in path.read_text(errors="replace"):
+            return True
+    return False
+
+
+def _finished(callbacks: list[dict], count: int) -> bool:
+    return len([c for c in callbacks if c["state"] in ("success", "failed")]) >= count
+
+
+def test_marker_file_round_trip(tmp_path):
+    """The harness reads back what the DAGs' callables write (no Airflow involved)."""
+    path = tmp_path / "m.jsonl"
+    path.write_text(
+        '{"name": "a", "dag_id": "d", "run_id": "r", "reason": "success", "keys": ["dag"], "pid": 1}\n\n'
+    )
+    assert read_markers(path) == [Marker("a", "d", "r", "success", ("dag",), 1)]
+    assert read_markers(tmp_path / "missing") == []
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_dag_run_callbacks_run_once_on_the_executor(backend):
+    with AirflowStack(PYTHON, backend, EXECUTOR_MODE) as stack:
+        stack.scheduler()
+        stack.wait_healthy()
+        stack.wait_dags(["e2e_fail", "e2e_ok"])
+        failed_run = stack.trigger("e2e_fail")
+        ok_run = stack.trigger("e2e_ok")
+
+        callbacks = wait_for("two finished callbacks", lambda: _finished(stack.dag_callbacks(), 2), 180)
+        callbacks = {c["data"]["dag_id"]: c for c in stack.dag_callbacks()}
+        time.sleep(3)  # anything run twice would show up by now
+        markers = stack.read_markers()
+        assert sorted((m.name, m.run_id) for m in markers) == sorted(
+            [("fail_a", failed_run), ("fail_b", failed_run), ("ok", ok_run)]
+        ), stack.logs()
+
+        # The list with one raising callable: the others ran, the callback failed, saying why.
+        failure = callbacks["e2e_fail"]
+        assert failure["state"] == "failed"
+        assert failure["output"] == (
+            "1 of 3 callables of e2e_fail.on_failure_callback failed: e2e_callbacks.boom: "
+            "ValueError: boom on purpose"
+        )
+        assert failure["data"]["reason"] == "task_failure"
+        assert callbacks["e2e_ok"]["state"] == "success"
+        assert stack.run_state("e2e_fail", failed_run) == "failed"
+        assert not _processor_ran_callbacks(stack), "the Dag processor ran a callback in executor mode"
+
+        # The same callback through the Dag processor gets the same context keys.
+        executor_keys = next(m.keys for m in markers if m.name == "ok")
+        stack.stop("scheduler")
+        stack.scheduler("scheduler-processor-mode", config=PROCESSOR_MODE)
+        processor_run = stack.trigger("e2e_ok")
+        by_processor = wait_for(
+            "the Dag processor to run on_success_callback",
+            lambda: [m for m in stack.read_markers() if m.run_id == processor_run],
+            180,
+        )
+        assert [m.name for m in by_processor] == ["ok"]
+        assert by_processor[0].keys == executor_keys
+        assert _processor_ran_callbacks(stack)
+        assert len(stack.dag_callbacks()) == 2  # no executor callback for the processor-mode run
+
+
+@pytest.mark.e2e
+def test_two_schedulers_run_each_of_200_callbacks_once():
+    runs = 200
+    with AirflowStack(PYTHON, "postgres", {**EXECUTOR_MODE, "AIRFLOW__CORE__PARALLELISM": "8"}) as stack:
+        stack.scheduler("scheduler-1")
+        stack.scheduler("scheduler-2")
+        stack.wait_healthy()
+        stack.wait_dags(["e2e_burst"])
+        run_ids = {stack.trigger("e2e_burst") for _ in range(runs)}
+
+        wait_for(f"{runs} finished callbacks", lambda: _finished(stack.dag_callbacks(), runs), 600, poll=2)
+        time.sleep(5)
+        callbacks = stack.dag_callbacks()
+        markers = [m for m in stack.read_markers() if m.name == "burst"]
+        assert len(callbacks) == runs
+        assert Counter(c["state"] for c in callbacks) == {"success": runs}
+        ran = Counter(m.run_id for m in markers)
+        assert set(ran) == run_ids
+        assert [run for run, count in ran.items() if count > 1] == []
+        # Both schedulers were up throughout.
+        assert all(stack.procs[name].alive() for name in ("scheduler-1", "scheduler-2")), stack.logs()
+
+
+@pytest.mark.e2e
+def test_callback_of_a_scheduler_killed_before_queueing_it_runs_once():
+    with AirflowStack(PYTHON, "postgres", {**EXECUTOR_MODE, "AIRFLOW__CORE__PARALLELISM": "1"}) as stack:
+        stack.scheduler("scheduler-a")
+        stack.wait_healthy()
+        stack.wait_dags(["e2e_sleep", "e2e_timeout"])
+        stack.trigger("e2e_sleep")
+        wait_for(
+            "the sleeping task to hold the only slot",
+            lambda: stack.query("SELECT 1 FROM task_instance WHERE dag_id = 'e2e_sleep' AND state = 'running'"),
+            120,
+        )
+        run_id = stack.trigger("e2e_timeout")
+        (callback,) = wait_for("the timed-out run's callback row", stack.dag_callbacks, 120)
+        time.sleep(3)
+        (callback,) = stack.dag_callbacks()
+        assert callback["state"] == "pending", "scheduler A had no slot, so it cannot have queued it"
+        assert callback["data"]["reason"] == "timed_out"
+
+        stack.kill("scheduler-a")
+        stack.scheduler("scheduler-b", config={"AIRFLOW__CORE__PARALLELISM": "4"})
+        wait_for("the callback to finish", lambda: _finished(stack.dag_callbacks(), 1), 180)
+        time.sleep(3)
+        (callback,) = stack.dag_callbacks()
+        assert callback["state"] == "success", callback["output"]
+        assert [m.run_id for m in stack.read_markers() if m.name == "timeout"] == [run_id]
