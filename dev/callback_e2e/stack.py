@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from demo_stack.airflow_home import DemoHome, airflow_config, child_environment
 from demo_stack.api import AirflowApi, ApiError
@@ -102,14 +102,16 @@ class AirflowStack:
         cfg = airflow_config(self.home, self.api_port)
         cfg[MARKER_ENV] = str(self.markers)
         if self.db_name:
-            cfg["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"postgresql+psycopg2://{PG_SERVER.split('://', 1)[1]}/{self.db_name}"
+            cfg["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = (
+                f"postgresql+psycopg2://{PG_SERVER.split('://', 1)[1]}/{self.db_name}"
+            )
         cfg.update(config or {})
         self.config = cfg
         self.procs: dict[str, ManagedProcess] = {}
         self._engine = None
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def __enter__(self) -> AirflowStack:
+    def __enter__(self) -> Self:
         try:
             if self.db_name:
                 self._psql(f'CREATE DATABASE "{self.db_name}"')
@@ -137,7 +139,9 @@ class AirflowStack:
         """Start ``airflow <args>`` as component ``name`` with extra ``config`` of its own."""
         if name in self.procs and self.procs[name].alive():
             raise StackError(f"{name} is already running")
-        proc = ManagedProcess(name, [self.python, "-m", "airflow", *airflow_args], self.home.process_log(name))
+        proc = ManagedProcess(
+            name, [self.python, "-m", "airflow", *airflow_args], self.home.process_log(name)
+        )
         proc.start(self.env(config), cwd=self.root)
         self.procs[name] = proc
         return proc

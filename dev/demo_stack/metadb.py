@@ -24,6 +24,17 @@ WHERE r.dag_id = ? AND r.run_id = ?
 ORDER BY c.created_at
 """
 
+# DAG run callbacks on executors name their run in ``data`` (stored as Airflow's serialized
+# dict: the keys sit under ``__var``).
+_DAG_RUN_CALLBACKS_SQL = """
+SELECT c.id, c.type, c.state, c.output, c.data
+FROM callback AS c
+WHERE c.type = 'executor'
+  AND json_extract(c.data, '$.__var.kind') = 'dag_run'
+  AND json_extract(c.data, '$.__var.dag_id') = ? AND json_extract(c.data, '$.__var.run_id') = ?
+ORDER BY c.created_at
+"""
+
 
 @dataclass(frozen=True)
 class CallbackRow:
@@ -64,6 +75,8 @@ def _parse_data(value: Any) -> dict[str, Any]:
             value = json.loads(value)
         except json.JSONDecodeError:
             return {}
+    if isinstance(value, dict) and value.get("__type") == "dict" and isinstance(value.get("__var"), dict):
+        value = value["__var"]  # Airflow's serialized form
     return value if isinstance(value, dict) else {}
 
 
@@ -78,9 +91,20 @@ def deadline_callbacks(db_path: Path, dag_id: str, run_id: str) -> list[Callback
     Raises :class:`sqlite3.Error` if the database is busy or not there yet; callers that
     poll should treat that as "unknown for now".
     """
+    return _callbacks(db_path, _DEADLINE_CALLBACKS_SQL, dag_id, run_id)
+
+
+def run_callbacks(db_path: Path, dag_id: str, run_id: str) -> list[CallbackRow]:
+    """Executor callbacks of one Dag run: its Deadline Alerts' and its own (on_failure_callback...)."""
+    return _callbacks(db_path, _DEADLINE_CALLBACKS_SQL, dag_id, run_id) + _callbacks(
+        db_path, _DAG_RUN_CALLBACKS_SQL, dag_id, run_id
+    )
+
+
+def _callbacks(db_path: Path, sql: str, dag_id: str, run_id: str) -> list[CallbackRow]:
     conn = connect_readonly(db_path)
     try:
-        rows = conn.execute(_DEADLINE_CALLBACKS_SQL, (dag_id, run_id)).fetchall()
+        rows = conn.execute(sql, (dag_id, run_id)).fetchall()
     finally:
         conn.close()
     return [

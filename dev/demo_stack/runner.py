@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from demo_stack.airflow_home import DemoHome, airflow_config, child_environment, write_env_file
 from demo_stack.api import AirflowApi, ApiError
 from demo_stack.markers import MarkerFile, read_marker_file
-from demo_stack.metadb import deadline_callbacks, enable_wal
+from demo_stack.metadb import enable_wal, run_callbacks
 from demo_stack.ports import LOOPBACK, find_free_port
 from demo_stack.procs import ManagedProcess, is_loopback, listening_addresses, stop_processes, tail
 from demo_stack.results import (
@@ -355,7 +355,7 @@ class DemoRunner:
         tracked.marker = marker_file.find(scenario.name, tracked.run_id)
         if scenario.runs_on == RUNS_ON_EXECUTOR:
             try:
-                rows = deadline_callbacks(self.home.db, scenario.dag_id, tracked.run_id)
+                rows = run_callbacks(self.home.db, scenario.dag_id, tracked.run_id)
             except sqlite3.Error:
                 rows = None  # busy; try again next poll
             if rows:

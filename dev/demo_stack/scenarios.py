@@ -44,12 +44,14 @@ SCENARIOS: tuple[Scenario, ...] = (
         kind="deadline alert",
         runs_on=RUNS_ON_EXECUTOR,
     ),
+    # With ``[callbacks] dag_callback_runner = executor`` (set by the demo) the Dag's
+    # on_failure_callback runs on the executor, not in the Dag Processor.
     Scenario(
         name="dag_on_failure",
         dag_id="demo_dag_on_failure",
         dag_file="demo_dag_on_failure.py",
         kind="dag on_failure_callback",
-        runs_on=RUNS_ON_DAG_PROCESSOR,
+        runs_on=RUNS_ON_EXECUTOR,
         expected_run_state="failed",
     ),
 )
@@ -136,7 +138,7 @@ def build_row(
         callback = tracked.callback
         state = (callback.state or "none") if callback else "missing"
         if callback is None:
-            details.append("no callback row for this run (was the deadline created and missed?)")
+            details.append("no callback row for this run (was it created, and did the run end?)")
         elif callback.state == "failed" and callback.output:
             details.append(f"callback output: {callback.output.strip()[:300]}")
         log = callback_log

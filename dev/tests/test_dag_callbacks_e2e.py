@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from callback_e2e.stack import AirflowStack, Marker, read_markers, wait_for  # noqa: E402
+from callback_e2e.stack import AirflowStack, Marker, read_markers, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -129,7 +129,9 @@ def test_callback_of_a_scheduler_killed_before_queueing_it_runs_once():
         stack.trigger("e2e_sleep")
         wait_for(
             "the sleeping task to hold the only slot",
-            lambda: stack.query("SELECT 1 FROM task_instance WHERE dag_id = 'e2e_sleep' AND state = 'running'"),
+            lambda: stack.query(
+                "SELECT 1 FROM task_instance WHERE dag_id = 'e2e_sleep' AND state = 'running'"
+            ),
             120,
         )
         run_id = stack.trigger("e2e_timeout")

@@ -26,10 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from demo_stack import cli, ports, procs
 from demo_stack.airflow_home import DemoHome, airflow_config, child_environment, fernet_key
 from demo_stack.markers import MarkerRecord, parse_marker_line, parse_marker_text, read_marker_file
-from demo_stack.metadb import CallbackRow, deadline_callbacks, normalize_uuid
+from demo_stack.metadb import CallbackRow, deadline_callbacks, normalize_uuid, run_callbacks
 from demo_stack.results import EXIT_USAGE, ResultRow, exit_code_for, failing_rows, render_table
 from demo_stack.scenarios import (
+    RUNS_ON_DAG_PROCESSOR,
+    RUNS_ON_EXECUTOR,
     SCENARIOS,
+    Scenario,
     Tracked,
     build_row,
     derive_processor_state,
@@ -38,7 +41,16 @@ from demo_stack.scenarios import (
 from demo_stack.stacks import PLANNED, LocalExecutorStack, UnsupportedExecutor, get_stack
 
 REPO = Path(__file__).resolve().parents[2]
-DEADLINE, ON_FAILURE = SCENARIOS
+DEADLINE, DAG_ON_FAILURE = SCENARIOS
+# The Dag Processor path the demo no longer takes by default (``dag_callback_runner = dag_processor``).
+ON_FAILURE = Scenario(
+    name="dag_on_failure",
+    dag_id="demo_dag_on_failure",
+    dag_file="demo_dag_on_failure.py",
+    kind="dag on_failure_callback",
+    runs_on=RUNS_ON_DAG_PROCESSOR,
+    expected_run_state="failed",
+)
 
 
 def _row(**overrides) -> ResultRow:
@@ -509,6 +521,44 @@ def test_demo_home_create_copies_dags(tmp_path):
 # ------------------------------------------------------------------ metadata DB
 
 
+def test_demo_runs_the_dag_callback_on_the_executor():
+    assert DAG_ON_FAILURE.runs_on == RUNS_ON_EXECUTOR
+    config = airflow_config(DemoHome(Path("/tmp/x")), 8080)
+    assert config["AIRFLOW__CALLBACKS__DAG_CALLBACK_RUNNER"] == "executor"
+
+
+def test_run_callbacks_reads_deadline_and_dag_run_callbacks(tmp_path):
+    db = tmp_path / "airflow.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        """
+        CREATE TABLE dag_run (id INTEGER PRIMARY KEY, dag_id TEXT, run_id TEXT);
+        CREATE TABLE callback (id CHAR(32) PRIMARY KEY, type TEXT, state TEXT, output TEXT, data TEXT,
+                               created_at TEXT);
+        CREATE TABLE deadline (id CHAR(32), dagrun_id INTEGER, callback_id CHAR(32));
+        """
+    )
+    dag_cb, other = uuid.uuid4(), uuid.uuid4()
+
+    def serialized(**data):
+        return json.dumps({"__type": "dict", "__var": data})
+
+    conn.execute(
+        "INSERT INTO callback VALUES (?, 'executor', 'failed', 'why', ?, '2026-01-01')",
+        (dag_cb.hex, serialized(kind="dag_run", dag_id="d", run_id="r1", executor="LocalExecutor")),
+    )
+    conn.execute(
+        "INSERT INTO callback VALUES (?, 'executor', 'success', NULL, ?, '2026-01-02')",
+        (other.hex, serialized(kind="dag_run", dag_id="d", run_id="r2")),
+    )
+    conn.commit()
+    conn.close()
+
+    (row,) = run_callbacks(db, "d", "r1")
+    assert (row.id, row.state, row.output, row.executor) == (str(dag_cb), "failed", "why", "LocalExecutor")
+    assert run_callbacks(db, "other", "r1") == []
+
+
 def test_deadline_callbacks_reads_callback_rows(tmp_path):
     db = tmp_path / "airflow.db"
     conn = sqlite3.connect(db)
@@ -641,10 +691,10 @@ def test_demo_end_to_end(tmp_path):
     on_failure = rows["dag_on_failure"]
     assert (on_failure["kind"], on_failure["executor"], on_failure["state"]) == (
         "dag on_failure_callback",
-        "dag-processor",
+        "LocalExecutor",
         "success",
     )
-    assert on_failure["log"].endswith("demo_dag_on_failure.py.log")
+    assert "/executor_callbacks/demo_dag_on_failure/" in on_failure["log"]
     assert all(row["ok"] and row["seconds"] is not None for row in rows.values())
 
     # The printed table has both rows, marked OK.

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import datetime
 
-from e2e_callbacks import boom, record
-
 from airflow.sdk import DAG, task
+from e2e_callbacks import boom, record
 
 
 @task

@@ -1,7 +1,9 @@
 """Demo Dag: the run fails, so its Dag-level ``on_failure_callback`` runs.
 
-Today a Dag-level callback is sent to the Dag Processor (a ``DagCallbackRequest``), not
-to the executor.
+The demo sets ``[callbacks] dag_callback_runner = executor``, so the scheduler stores the
+callback as an executor callback and LocalExecutor runs it in a supervised process, with a
+state, an output and a log of its own (without that setting it would run inside the Dag
+Processor).
 """
 
 from __future__ import annotations
