@@ -1,0 +1,5 @@
+import sys
+
+from bench_tool.cli import main
+
+sys.exit(main())

@@ -1,0 +1,337 @@
+"""Tests for dev/bench (bench_tool): statistics, table, JSON, PNG, goals, and an end-to-end smoke run.
+
+Unit tests need only the standard library and pytest.  The end-to-end test runs
+``dev/bench --smoke`` against the local PostgreSQL; it is marked ``e2e``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from bench_tool import cli, pg, png, report, stats
+from bench_tool.runner import ProbeReader
+from bench_tool.statsd_listener import StatsdListener, parse_statsd
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+
+
+# ----------------------------------------------------------------- statistics
+def test_percentile_interpolates_like_numpy():
+    values = [1.0, 2.0, 3.0, 4.0]
+    assert stats.percentile(values, 0) == 1.0
+    assert stats.percentile(values, 100) == 4.0
+    assert stats.percentile(values, 50) == pytest.approx(2.5)
+    assert stats.percentile(values, 90) == pytest.approx(3.7)
+    assert stats.percentile([5.0], 99) == 5.0
+    assert stats.percentile([], 50) is None
+    assert stats.percentile([3.0, 1.0, 2.0], 50) == 2.0  # unsorted input
+
+
+def test_percentile_rejects_out_of_range():
+    with pytest.raises(ValueError):
+        stats.percentile([1.0], 101)
+
+
+def test_summarize_drops_none_and_handles_empty():
+    summary = stats.summarize([0.5, None, 1.5, 1.0])
+    assert summary["n"] == 3
+    assert summary["p50"] == 1.0
+    assert summary["max"] == 1.5
+    assert summary["mean"] == pytest.approx(1.0)
+    empty = stats.summarize([])
+    assert empty["n"] == 0
+    assert empty["p50"] is None and empty["max"] is None
+
+
+# ---------------------------------------------------------------------- goals
+def _results(**overrides):
+    results = {
+        "single": {
+            "dag_processor": {"started": {"p50": 3.0, "p99": 6.0}},
+            "executor": {"started": {"p50": 0.9, "p99": 5.0}},
+        },
+        "bursts": {"200": {"dag_processor": {"total": 40.0}, "executor": {"total": 30.0}}},
+        "per_callback": {"supervise_callback": {"p50": 0.012}, "fork_floor": {"p50": 0.010}},
+        "scheduler_loop": {"idle": {"p50": 20.0}, "executor_burst": {"p50": 21.0}},
+        "tails": {"count": 0},
+    }
+    results.update(overrides)
+    return results
+
+
+def test_goals_all_pass_with_good_numbers():
+    goals = stats.evaluate_goals(_results())
+    assert [g.status for g in goals] == ["PASS"] * 6
+    assert goals[0].value == pytest.approx(0.3)
+    assert goals[3].value == pytest.approx(1.2)
+
+
+def test_goals_fail_and_na():
+    goals = stats.evaluate_goals(
+        _results(
+            bursts={},
+            tails={"count": 2},
+            scheduler_loop={"idle": {"p50": 10.0}, "executor_burst": {"p50": 30.0}},
+        )
+    )
+    by_name = {g.name: g for g in goals}
+    assert by_name["burst 200 total: executor / dag-processor"].status == "n/a"
+    assert by_name["5 s tails (supervised runs >= 5 s)"].status == "FAIL"
+    assert by_name["scheduler loop: pending executor callbacks / idle"].value == pytest.approx(3.0)
+    assert by_name["scheduler loop: pending executor callbacks / idle"].status == "FAIL"
+
+
+def test_goals_on_empty_results_are_na():
+    assert {g.status for g in stats.evaluate_goals({})} == {"n/a"}
+
+
+def test_ratio_guards_zero_and_none():
+    assert stats.ratio(1.0, 0.0) is None
+    assert stats.ratio(None, 1.0) is None
+    assert stats.ratio(1.0, 4.0) == 0.25
+
+
+# ---------------------------------------------------------------- table, JSON
+def _payload():
+    results = _results()
+    results["single"]["dag_processor"].update(n=3, recorded={"n": 3, "p50": 3.1})
+    results["single"]["dag_processor"]["started"].update(n=3, p90=5.0, max=6.0)
+    results["bursts"]["200"]["executor"].update(size=200, completed=200, drain=1.0, event_spread=20.0)
+    return {
+        "mode": "default",
+        "label": "t",
+        "executor_callback": "deadline",
+        "host": {"cpus": 2},
+        "results": results,
+        "goals": [g.to_json() for g in stats.evaluate_goals(results)],
+        "raw": {
+            "single": {"executor": [{"started": 1.0, "recorded": 1.2}, {"started": 0.5, "recorded": None}]}
+        },
+    }
+
+
+def test_render_table_contains_sections_and_goals():
+    text = report.render(_payload())
+    for needle in (
+        "1. single event latency",
+        "2. bursts",
+        "3./4. loop times",
+        "5. per-callback fixed cost",
+        "goals",
+        "PASS",
+    ):
+        assert needle in text
+    assert "3.00s" in text  # dag-processor p50
+    assert "200/200" in text
+    assert "12.0ms" in text  # supervise_callback p50
+
+
+def test_render_table_survives_empty_payload():
+    text = report.render({"error": "boom"})
+    assert "RUN DID NOT COMPLETE: boom" in text
+
+
+def test_table_aligns_columns():
+    text = report.table(["a", "bbb"], [["xx", "y"], ["z", "wwww"]])
+    lines = text.splitlines()
+    assert lines[0].startswith("a   bbb")
+    assert len({line.index(line.split()[1]) for line in lines if not line.startswith("-")}) == 1
+
+
+def test_payload_round_trips_through_json():
+    payload = _payload()
+    assert json.loads(json.dumps(payload, default=str)) == payload
+
+
+# ------------------------------------------------------------------------ PNG
+def _decode_png(data: bytes):
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, {}
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
+        chunks.setdefault(kind, b"")
+        chunks[kind] += body
+        pos += 12 + length
+    width, height, depth, color = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    return width, height, depth, color, zlib.decompress(chunks[b"IDAT"])
+
+
+def test_encode_png_is_valid_and_pixel_exact():
+    canvas = png.Canvas(3, 2)
+    canvas.set(1, 0, (10, 20, 30))
+    width, height, depth, color, raw = _decode_png(canvas.to_png())
+    assert (width, height, depth, color) == (3, 2, 8, 2)
+    assert len(raw) == 2 * (1 + 3 * 3)
+    assert raw[0] == 0 and raw[1 + 3 : 1 + 6] == bytes((10, 20, 30))
+
+
+def test_encode_png_rejects_wrong_buffer():
+    with pytest.raises(ValueError):
+        png.encode_png(2, 2, b"\x00" * 5)
+
+
+def test_canvas_text_and_rect_draw_ink():
+    canvas = png.Canvas(40, 20)
+    end = canvas.text(0, 0, "P50", scale=1)
+    assert end == 12
+    canvas.rect(30, 10, 35, 15, (1, 2, 3))
+    assert canvas.get(32, 12) == (1, 2, 3)
+    assert any(canvas.get(x, y) != png.WHITE for x in range(12) for y in range(5))
+
+
+def test_render_report_writes_png(tmp_path):
+    out = tmp_path / "plot.png"
+    png.write_png(out, png.render_report(_payload()))
+    width, height, *_ = _decode_png(out.read_bytes())
+    assert (width, height) == (1200, 820)
+
+
+# ---------------------------------------------------------- small utilities
+def test_parse_statsd_lines():
+    assert parse_statsd("a.b:12.5|ms\nbad\nc:1|g|@0.5|#t:1\nd:x|c") == [("a.b", 12.5, "ms"), ("c", 1.0, "g")]
+
+
+def test_statsd_listener_receives_udp():
+    listener = StatsdListener(suffixes=("loop",)).start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"x.loop:3|ms", ("127.0.0.1", listener.port))
+            sock.sendto(b"x.other:4|ms", ("127.0.0.1", listener.port))
+        deadline = time.monotonic() + 5
+        while not listener.select("x.loop") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [s.value for s in listener.select("x.loop")] == [3.0]
+        assert listener.select("x.other") == []
+    finally:
+        listener.stop()
+
+
+def test_statsd_shim_speaks_the_line_protocol():
+    sys.path.insert(0, str(REPO / "dev" / "bench_tool" / "statsd_shim"))
+    try:
+        import statsd  # the shim, or the real client if installed
+    finally:
+        sys.path.pop(0)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(5)
+        client = statsd.StatsClient(host="127.0.0.1", port=server.getsockname()[1], prefix="p")
+        client.gauge("g", 2)
+        assert server.recv(100) == b"p.g:2|g"
+        with client.timer("t"):
+            pass
+        assert server.recv(100).startswith(b"p.t:")
+
+
+def test_probe_reader_reads_whole_lines_incrementally(tmp_path):
+    path = tmp_path / "probe.jsonl"
+    path.write_text('{"kind": "dag", "run_id": "r1", "started": 1.0, "ended": 1.1}\n{"kind": "dag", "ru')
+    reader = ProbeReader(path)
+    reader.poll()
+    assert list(reader.records) == [("dag", "r1")]
+    with open(path, "a") as handle:
+        handle.write(
+            'n_id": "r2", "started": 2.0}\nnot json\n{"kind": "dag", "run_id": "r1", "started": 3}\n'
+        )
+    reader.poll()
+    assert set(reader.records) == {("dag", "r1"), ("dag", "r2")}
+    assert reader.records[("dag", "r1")]["started"] == 1.0
+    assert reader.records[("dag", "r1")]["calls"] == 2
+    assert reader.bad == 1
+
+
+def test_peak_pending_counts_open_executor_callbacks():
+    log = [
+        ("a", "executor", "created", 1.0),
+        ("b", "executor", "pending", 1.1),
+        ("x", "dag_processor", "created", 1.2),
+        ("a", "executor", "success", 1.3),
+        ("c", "executor", "queued", 1.4),
+        ("b", "executor", "failed", 1.5),
+    ]
+    assert pg.peak_pending(log) == 2
+    assert pg.peak_pending(log, "dag_processor") == 1
+
+
+def test_parse_sizes_and_presets():
+    assert cli.parse_sizes("50, 200,1000") == (50, 200, 1000)
+    with pytest.raises(Exception, match="integers"):
+        cli.parse_sizes("a")
+    assert cli.PRESETS["smoke"][1] == (5,)
+    assert 1000 not in cli.PRESETS["quick"][1]
+
+
+def test_launcher_help_works():
+    proc = subprocess.run(
+        [str(REPO / "dev" / "bench"), "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--smoke" in proc.stdout and "--executor-callback" in proc.stdout
+
+
+# ------------------------------------------------------------------- end to end
+def _postgres_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_bench_smoke_end_to_end(tmp_path):
+    if not VENV_PYTHON.exists():
+        pytest.skip("no .venv: run dev/series env")
+    if not _postgres_up():
+        pytest.skip("PostgreSQL is not listening on 127.0.0.1:5432")
+    result = tmp_path / "smoke.json"
+    proc = subprocess.run(
+        [
+            str(REPO / "dev" / "bench"),
+            "--smoke",
+            "--json",
+            str(result),
+            "--database",
+            "airflow_bench_e2e",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "goals" in proc.stdout
+    payload = json.loads(result.read_text())
+    assert payload["exit_code"] == 0
+    results = payload["results"]
+    for path in ("dag_processor", "executor"):
+        single = results["single"][path]
+        assert single["started"]["n"] >= 1 and single["missing"] == 0
+        assert single["started"]["p50"] is not None and single["recorded"]["p50"] is not None
+        burst = results["bursts"]["5"][path]
+        assert burst["completed"] == 5 and burst["total"] is not None
+    assert results["per_callback"]["supervise_callback"]["n"] > 0
+    assert result.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    listed = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", "SELECT datname FROM pg_database"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if shutil.which("psql") and listed.returncode == 0:
+        assert "airflow_bench_e2e" not in listed.stdout  # dropped at the end
