@@ -97,7 +97,8 @@ class AirflowStack:
         self.home.create(dags_source=DAGS)
         self.markers = self.root / "markers.jsonl"
         self.api_port = find_free_port(LOOPBACK)
-        self.api = AirflowApi(f"http://{LOOPBACK}:{self.api_port}")
+        # Patient: a 2-core machine running 200 runs answers slowly.
+        self.api = AirflowApi(f"http://{LOOPBACK}:{self.api_port}", timeout=30)
         self.db_name = f"airflow_cb_e2e_{uuid.uuid4().hex[:10]}" if backend == "postgres" else None
         cfg = airflow_config(self.home, self.api_port)
         cfg[MARKER_ENV] = str(self.markers)
@@ -193,11 +194,23 @@ class AirflowStack:
         for dag_id in dag_ids:
             self.api.set_paused(dag_id, False)
 
-    def trigger(self, dag_id: str, run_id: str | None = None) -> str:
+    def trigger(self, dag_id: str, run_id: str | None = None, attempts: int = 3) -> str:
+        """
+        Trigger a run. With a ``run_id`` a timed-out request is retried: the run may exist already
+        (409), which counts as created, so a retry never makes a second run.
+        """
         body: dict[str, Any] = {"logical_date": None}
         if run_id:
             body["dag_run_id"] = run_id
-        return self.api.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"]
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.api.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"]
+            except ApiError as err:
+                if run_id and err.status == 409 and attempt > 1:
+                    return run_id
+                if not run_id or err.status is not None or attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
 
     # -- metadata database --------------------------------------------------------------------
     def query(self, sql: str, **params: Any) -> list[tuple]:

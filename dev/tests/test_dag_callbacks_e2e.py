@@ -17,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from callback_e2e.stack import AirflowStack, Marker, read_markers, wait_for
 
+from demo_stack.api import ApiError
+
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 
@@ -49,6 +51,53 @@ def test_marker_file_round_trip(tmp_path):
     )
     assert read_markers(path) == [Marker("a", "d", "r", "success", ("dag",), 1)]
     assert read_markers(tmp_path / "missing") == []
+
+
+class _FlakyApi:
+    """Answers each POST with the next of ``outcomes`` (an exception to raise, or a response)."""
+
+    def __init__(self, *outcomes):
+        self.outcomes = list(outcomes)
+        self.calls = 0
+
+    def request(self, method, path, body=None):
+        self.calls += 1
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "expected", "calls"),
+    [
+        ([{"dag_run_id": "r1"}], "r1", 1),
+        # Timed out, but the first request created it: the retry gets 409 and counts it.
+        ([ApiError("timed out"), ApiError("conflict", 409)], "r1", 2),
+        ([ApiError("timed out"), {"dag_run_id": "r1"}], "r1", 2),
+    ],
+)
+def test_trigger_retries_a_named_run_without_making_two(outcomes, expected, calls):
+    stack = AirflowStack(PYTHON)
+    try:
+        stack.api = _FlakyApi(*outcomes)
+        assert stack.trigger("d", "r1") == expected
+        assert stack.api.calls == calls
+    finally:
+        stack.__exit__(None, None, None)
+
+
+def test_trigger_does_not_retry_unnamed_runs_or_real_errors():
+    stack = AirflowStack(PYTHON)
+    try:
+        stack.api = _FlakyApi(ApiError("timed out"))
+        with pytest.raises(ApiError, match="timed out"):
+            stack.trigger("d")
+        stack.api = _FlakyApi(ApiError("conflict", 409))
+        with pytest.raises(ApiError, match="conflict"):  # a 409 on the first try is a real clash
+            stack.trigger("d", "r1")
+    finally:
+        stack.__exit__(None, None, None)
 
 
 @pytest.mark.e2e
@@ -101,11 +150,13 @@ def test_dag_run_callbacks_run_once_on_the_executor(backend):
 def test_two_schedulers_run_each_of_200_callbacks_once():
     runs = 200
     with AirflowStack(PYTHON, "postgres", {**EXECUTOR_MODE, "AIRFLOW__CORE__PARALLELISM": "8"}) as stack:
-        stack.scheduler("scheduler-1")
-        stack.scheduler("scheduler-2")
         stack.wait_healthy()
         stack.wait_dags(["e2e_burst"])
-        run_ids = {stack.trigger("e2e_burst") for _ in range(runs)}
+        # All runs exist before the schedulers start: they race for the same rows from the start,
+        # and the api-server is not answering triggers while the machine is busy with the runs.
+        run_ids = {stack.trigger("e2e_burst", f"burst-{i:03d}") for i in range(runs)}
+        stack.scheduler("scheduler-1")
+        stack.scheduler("scheduler-2")
 
         wait_for(f"{runs} finished callbacks", lambda: _finished(stack.dag_callbacks(), runs), 600, poll=2)
         time.sleep(5)
