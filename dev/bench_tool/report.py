@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bench_tool import stats
+
 PATH_LABELS = {"dag_processor": "dag-processor", "executor": "executor"}
 
 
@@ -34,13 +36,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(out)
 
 
-def _g(mapping: Mapping[str, Any] | None, *keys: str) -> Any:
-    value: Any = mapping
-    for key in keys:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return value
+_g = stats._get  # nested lookup that tolerates missing levels
 
 
 def render(payload: Mapping[str, Any]) -> str:

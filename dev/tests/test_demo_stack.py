@@ -527,8 +527,8 @@ def test_demo_runs_the_dag_callback_on_the_executor():
     assert config["AIRFLOW__CALLBACKS__DAG_CALLBACK_RUNNER"] == "executor"
 
 
-def test_run_callbacks_reads_deadline_and_dag_run_callbacks(tmp_path):
-    db = tmp_path / "airflow.db"
+def _callback_tables(db: Path) -> sqlite3.Connection:
+    """The columns of dag_run, callback and deadline the demo reads, in a fresh SQLite file."""
     conn = sqlite3.connect(db)
     conn.executescript(
         """
@@ -538,6 +538,12 @@ def test_run_callbacks_reads_deadline_and_dag_run_callbacks(tmp_path):
         CREATE TABLE deadline (id CHAR(32), dagrun_id INTEGER, callback_id CHAR(32));
         """
     )
+    return conn
+
+
+def test_run_callbacks_reads_deadline_and_dag_run_callbacks(tmp_path):
+    db = tmp_path / "airflow.db"
+    conn = _callback_tables(db)
     dag_cb, other = uuid.uuid4(), uuid.uuid4()
 
     def serialized(**data):
@@ -561,15 +567,7 @@ def test_run_callbacks_reads_deadline_and_dag_run_callbacks(tmp_path):
 
 def test_deadline_callbacks_reads_callback_rows(tmp_path):
     db = tmp_path / "airflow.db"
-    conn = sqlite3.connect(db)
-    conn.executescript(
-        """
-        CREATE TABLE dag_run (id INTEGER PRIMARY KEY, dag_id TEXT, run_id TEXT);
-        CREATE TABLE callback (id CHAR(32) PRIMARY KEY, type TEXT, state TEXT, output TEXT, data TEXT,
-                               created_at TEXT);
-        CREATE TABLE deadline (id CHAR(32), dagrun_id INTEGER, callback_id CHAR(32));
-        """
-    )
+    conn = _callback_tables(db)
     cb_id = uuid.uuid4()
     conn.execute("INSERT INTO dag_run VALUES (1, 'demo_deadline_alert', 'run1'), (2, 'other', 'run1')")
     conn.execute(
