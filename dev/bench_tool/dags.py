@@ -8,6 +8,7 @@ PROBE_ENV_VAR = "AIRFLOW_BENCH_PROBE_FILE"
 PROBE_MODULE = "bench_probe"
 FAIL_DAG_ID = "bench_fail"
 DEADLINE_DAG_ID = "bench_deadline"
+HOLD_DAG_ID = "bench_hold"
 BLOCKED_POOL = "bench_blocked"
 FILLER_PREFIX = "bench_filler_"
 
@@ -105,6 +106,42 @@ with DAG(
     never_runs()
 '''
 
+# The pending window: one run of this Dag occupies every executor slot (``tasks`` tasks in
+# the default pool, which has enough slots) for as long as the bench needs.  Each task waits
+# until ``dag_run.conf["seconds"]`` have passed or the file ``dag_run.conf["stop_file"]``
+# exists, so the bench can end them at once instead of leaving them for the teardown.
+# No dagrun_timeout, no retries: nothing ends a hold run but the bench.
+HOLD_DAG_SOURCE = """\
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+
+from airflow.sdk import DAG, get_current_context, task
+
+with DAG(
+    dag_id="{dag_id}",
+    schedule=None,
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    max_active_tasks={tasks},
+):
+
+    @task(retries=0)
+    def hold():
+        conf = get_current_context()["dag_run"].conf or {{}}
+        end = time.monotonic() + float(conf.get("seconds", {default_seconds}))
+        stop_file = conf.get("stop_file")
+        while time.monotonic() < end and not (stop_file and os.path.exists(stop_file)):
+            time.sleep(0.5)
+
+    for index in range({tasks}):
+        hold.override(task_id=f"hold_{{index:02d}}")()
+"""
+HOLD_DEFAULT_SECONDS = 600
+
 FILLER_SOURCE = """\
 from __future__ import annotations
 
@@ -130,13 +167,24 @@ with DAG(dag_id="{dag_id}", schedule=None, start_date=datetime(2024, 1, 1), catc
 """
 
 
-def write_dags(folder: Path, fillers: int, deadline: bool) -> list[str]:
-    """Write the probe module, the bench Dags and ``fillers`` filler Dags; return the Dag ids."""
+def hold_dag_source(tasks: int) -> str:
+    """The source of the hold Dag with ``tasks`` parallel tasks."""
+    if tasks <= 0:
+        raise ValueError(f"the hold Dag needs at least one task, got {tasks}")
+    return HOLD_DAG_SOURCE.format(dag_id=HOLD_DAG_ID, tasks=tasks, default_seconds=HOLD_DEFAULT_SECONDS)
+
+
+def write_dags(folder: Path, fillers: int, deadline: bool, hold_tasks: int) -> list[str]:
+    """Write the probe module, the bench Dags and ``fillers`` filler Dags; return the Dag ids.
+
+    ``hold_tasks`` is the number of tasks of the hold Dag (the executor's parallelism).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{PROBE_MODULE}.py").write_text(PROBE_SOURCE, encoding="utf-8")
     (folder / ".airflowignore").write_text(f"{PROBE_MODULE}.py\n", encoding="utf-8")
     (folder / f"{FAIL_DAG_ID}.py").write_text(FAIL_DAG_SOURCE, encoding="utf-8")
-    dag_ids = [FAIL_DAG_ID]
+    (folder / f"{HOLD_DAG_ID}.py").write_text(hold_dag_source(hold_tasks), encoding="utf-8")
+    dag_ids = [FAIL_DAG_ID, HOLD_DAG_ID]
     if deadline:
         (folder / f"{DEADLINE_DAG_ID}.py").write_text(DEADLINE_DAG_SOURCE, encoding="utf-8")
         dag_ids.append(DEADLINE_DAG_ID)

@@ -108,7 +108,7 @@ class Stack:
     def prepare(self, fillers: int, deadline: bool) -> list[str]:
         (self.root / "process-logs").mkdir(parents=True, exist_ok=True)
         self.probe_file.touch()
-        return write_dags(self.dags, fillers=fillers, deadline=deadline)
+        return write_dags(self.dags, fillers=fillers, deadline=deadline, hold_tasks=PARALLELISM)
 
     def airflow(self, *args: str) -> list[str]:
         return [self.python, "-m", "airflow", *args]
