@@ -44,6 +44,8 @@ class Marker:
     reason: str | None
     keys: tuple[str, ...]
     pid: int
+    extra: dict[str, Any] | None = None
+    """What a callable that reads through the API saw."""
 
 
 def read_markers(path: Path) -> list[Marker]:
@@ -61,6 +63,7 @@ def read_markers(path: Path) -> list[Marker]:
                     reason=raw.get("reason"),
                     keys=tuple(raw["keys"]),
                     pid=raw["pid"],
+                    extra=raw.get("extra"),
                 )
             )
     return markers
@@ -194,12 +197,14 @@ class AirflowStack:
         for dag_id in dag_ids:
             self.api.set_paused(dag_id, False)
 
-    def trigger(self, dag_id: str, run_id: str | None = None, attempts: int = 3) -> str:
+    def trigger(
+        self, dag_id: str, run_id: str | None = None, attempts: int = 3, logical_date: str | None = None
+    ) -> str:
         """
         Trigger a run. With a ``run_id`` a timed-out request is retried: the run may exist already
         (409), which counts as created, so a retry never makes a second run.
         """
-        body: dict[str, Any] = {"logical_date": None}
+        body: dict[str, Any] = {"logical_date": logical_date}
         if run_id:
             body["dag_run_id"] = run_id
         for attempt in range(1, attempts + 1):

@@ -6,6 +6,7 @@ SQLite or on a PostgreSQL database of its own (see ``dev/callback_e2e``).
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import Counter
@@ -199,3 +200,45 @@ def test_callback_of_a_scheduler_killed_before_queueing_it_runs_once():
         (callback,) = stack.dag_callbacks()
         assert callback["state"] == "success", callback["output"]
         assert [m.run_id for m in stack.read_markers() if m.name == "timeout"] == [run_id]
+
+
+@pytest.mark.e2e
+def test_dag_callbacks_read_and_write_through_the_api_on_both_paths():
+    """XCom, Variables and previous-run lookups work with the callback's own token, as on the processor."""
+
+    def api_marker(run_id: str) -> Marker:
+        (marker,) = wait_for(
+            f"the callback of {run_id}",
+            lambda: [m for m in stack.read_markers() if m.run_id == run_id and m.name == "api"],
+            180,
+        )
+        return marker
+
+    with AirflowStack(PYTHON, "sqlite", EXECUTOR_MODE) as stack:
+        stack.scheduler()
+        stack.wait_healthy()
+        stack.wait_dags(["e2e_api"])
+        stack.api.request("POST", "/api/v2/variables", {"key": "e2e_in", "value": "from-the-test"})
+
+        runs = {}
+        for day, name in enumerate(("api-1", "api-2"), start=1):
+            stack.trigger("e2e_api", name, logical_date=f"2026-01-0{day}T00:00:00+00:00")
+            runs[name] = api_marker(name).extra
+        assert runs == {
+            "api-1": {"xcom": "pushed-value", "variable": "from-the-test", "previous_run": None},
+            "api-2": {"xcom": "pushed-value", "variable": "from-the-test", "previous_run": "api-1"},
+        }, stack.logs()
+        written = stack.api.request("GET", "/api/v2/variables/e2e_out_api-2")
+        assert json.loads(written["value"]) == runs["api-2"]
+        assert Counter(c["state"] for c in stack.dag_callbacks()) == {"success": 2}
+        assert not _processor_ran_callbacks(stack)
+
+        # The Dag processor path reads the same things for the next run.
+        stack.stop("scheduler")
+        stack.scheduler("scheduler-processor-mode", config=PROCESSOR_MODE)
+        stack.trigger("e2e_api", "api-3", logical_date="2026-01-03T00:00:00+00:00")
+        assert api_marker("api-3").extra == {
+            "xcom": "pushed-value",
+            "variable": "from-the-test",
+            "previous_run": "api-2",
+        }

@@ -6,19 +6,25 @@ import json
 import os
 
 
+def _write(name, context, extra=None):
+    dag_run = context.get("dag_run")
+    line = {
+        "name": name,
+        "dag_id": context["dag"].dag_id,
+        "run_id": context.get("run_id") or (dag_run.run_id if dag_run else None),
+        "reason": context.get("reason"),
+        "keys": sorted(context),
+        "pid": os.getpid(),
+    }
+    if extra is not None:
+        line["extra"] = extra
+    with open(os.environ["CALLBACK_E2E_MARKERS"], "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
 def record(name):
     def callback(context):
-        dag_run = context.get("dag_run")
-        line = {
-            "name": name,
-            "dag_id": context["dag"].dag_id,
-            "run_id": context.get("run_id") or (dag_run.run_id if dag_run else None),
-            "reason": context.get("reason"),
-            "keys": sorted(context),
-            "pid": os.getpid(),
-        }
-        with open(os.environ["CALLBACK_E2E_MARKERS"], "a") as f:
-            f.write(json.dumps(line) + "\n")
+        _write(name, context)
 
     callback.__name__ = callback.__qualname__ = f"record_{name}"
     return callback
@@ -26,3 +32,18 @@ def record(name):
 
 def boom(context):
     raise ValueError("boom on purpose")
+
+
+def reads_the_api(context):
+    """Read what DAG callbacks read through the API (XCom, a Variable, the previous run); write a Variable."""
+    from airflow.sdk import Variable
+
+    ti = context["ti"]
+    previous = ti.get_previous_dagrun(state="success")
+    seen = {
+        "xcom": ti.xcom_pull(task_ids="pushes"),
+        "variable": Variable.get("e2e_in"),
+        "previous_run": previous.run_id if previous else None,
+    }
+    Variable.set(f"e2e_out_{context['run_id']}", json.dumps(seen))
+    _write("api", context, extra=seen)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 
 from airflow.sdk import DAG, task
-from e2e_callbacks import boom, record
+from e2e_callbacks import boom, reads_the_api, record
 
 
 @task
@@ -59,3 +59,13 @@ with DAG(
     dagrun_timeout=datetime.timedelta(seconds=2),
 ):
     succeeds()
+
+
+@task
+def pushes():
+    return "pushed-value"
+
+
+# Its callback reads XCom, a Variable and the previous run through the API, and writes a Variable.
+with DAG("e2e_api", schedule=None, on_success_callback=reads_the_api, max_active_runs=1):
+    pushes()
