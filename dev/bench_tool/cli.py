@@ -14,11 +14,11 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_PYTHON = REPO / ".venv" / "bin" / "python"
 CACHE = REPO / ".cache" / "bench"
 
-# events, bursts, fillers, idle seconds, per-callback runs
+# events, bursts, fillers, idle seconds, per-callback runs, pending callbacks (pending window)
 PRESETS = {
-    "default": (20, (50, 200, 1000), 50, 30.0, 200),
-    "quick": (8, (20, 50), 20, 15.0, 60),
-    "smoke": (2, (5,), 5, 5.0, 20),
+    "default": (20, (50, 200, 1000), 50, 30.0, 200, 1000),
+    "quick": (8, (20, 50), 20, 15.0, 60, 1000),
+    "smoke": (2, (5,), 5, 5.0, 20, 50),
 }
 
 _DETECT = (
@@ -79,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fillers", type=int, help="filler Dag files for the parse loop (default 50)")
     parser.add_argument("--idle-seconds", type=float, help="idle baseline window (default 30)")
     parser.add_argument("--percall-runs", type=int, help="no-op runs for the per-callback cost (default 200)")
+    parser.add_argument(
+        "--pending",
+        type=int,
+        help="PENDING executor callbacks inserted while every executor slot is busy, for the scheduler "
+        "loop goal (default 1000, smoke 50; 0 skips the pending window)",
+    )
+    parser.add_argument(
+        "--pending-seconds",
+        type=float,
+        help="length of each of the two pending-window samples (default: --idle-seconds)",
+    )
     parser.add_argument("--label", default=None, help="label for the result files (default: the mode)")
     parser.add_argument(
         "--json", dest="json_path", type=Path, help=f"JSON output (default {CACHE}/<date>-<label>.json)"
@@ -97,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     mode = "smoke" if args.smoke else "quick" if args.quick else "default"
-    events, bursts, fillers, idle, percall = PRESETS[mode]
+    events, bursts, fillers, idle, percall, pending = PRESETS[mode]
     python = args.python
     if not Path(python).exists():
         print(
@@ -122,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fillers=fillers if args.fillers is None else args.fillers,
         idle_seconds=idle if args.idle_seconds is None else args.idle_seconds,
         percall_runs=percall if args.percall_runs is None else args.percall_runs,
+        pending=pending if args.pending is None else args.pending,
+        pending_seconds=args.pending_seconds,
         db_prefix=args.database,
         json_path=json_path,
         png_path=png_path,

@@ -174,3 +174,119 @@ def parse_times(pg: Postgres, dbname: str, prefix: str) -> dict[str, float]:
         (prefix.replace("_", r"\_") + "%",),
     )
     return {dag_id: ts.timestamp() for dag_id, ts in rows if ts is not None}
+
+
+# ------------------------------------------------------------------- pending window
+# Columns of a cloned executor callback that do not come from the template row: a new id, a
+# fresh PENDING row nobody has queued yet.  Every other column is copied, so the clone has
+# the template's shape whatever the installed Airflow's schema is.
+CLONE_OVERRIDES = {
+    "id": "gen_random_uuid()",
+    "state": "'pending'",
+    "created_at": "clock_timestamp()",
+    "queued_by_job_id": "NULL",
+    "queued_at": "NULL",
+    "output": "NULL",
+    "trigger_id": "NULL",
+}
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def clone_callback_sql(columns: Sequence[str]) -> str:
+    """INSERT ... SELECT that clones one ``callback`` row ``n`` times as PENDING rows.
+
+    Parameters: ``(n, template id)``; returns the new ids.  ``columns`` are the table's
+    columns (``callback_columns``); ``id`` and ``state`` must be among them.
+    """
+    missing = {"id", "state"} - set(columns)
+    if missing:
+        raise ValueError(f"callback table without column(s) {sorted(missing)}")
+    names = ", ".join(_ident(c) for c in columns)
+    values = ", ".join(CLONE_OVERRIDES.get(c, f"t.{_ident(c)}") for c in columns)
+    return (
+        f"INSERT INTO callback ({names}) "
+        f"SELECT {values} FROM callback t CROSS JOIN generate_series(1, %s) AS g(i) "
+        "WHERE t.id = %s::uuid RETURNING id::text"
+    )
+
+
+def callback_columns(pg: Postgres, dbname: str) -> list[str]:
+    """The ``callback`` table's columns, in table order."""
+    rows = pg.query(
+        dbname,
+        """
+        SELECT column_name FROM information_schema.columns
+        WHERE table_schema = current_schema() AND table_name = 'callback' ORDER BY ordinal_position
+        """,
+    )
+    return [name for (name,) in rows]
+
+
+def latest_executor_callback(pg: Postgres, dbname: str) -> str | None:
+    """Id of the newest ``type='executor'`` callback row, the template of the clones."""
+    rows = pg.query(
+        dbname, "SELECT id::text FROM callback WHERE type = 'executor' ORDER BY created_at DESC LIMIT 1"
+    )
+    return rows[0][0] if rows else None
+
+
+def insert_pending_callbacks(pg: Postgres, dbname: str, template_id: str, n: int) -> list[str]:
+    """Insert ``n`` PENDING executor callbacks cloned from ``template_id``; return their ids."""
+    sql = clone_callback_sql(callback_columns(pg, dbname))
+    return [cid for (cid,) in pg.query(dbname, sql, (n, template_id))]
+
+
+def pending_executor_callbacks(pg: Postgres, dbname: str) -> int:
+    """How many executor callbacks are PENDING (waiting for an executor slot)."""
+    rows = pg.query(dbname, "SELECT count(*) FROM callback WHERE type = 'executor' AND state = 'pending'")
+    return int(rows[0][0])
+
+
+def callback_state_counts(pg: Postgres, dbname: str, callback_ids: Sequence[str]) -> dict[str, int]:
+    """State -> how many of ``callback_ids`` are in it now (``deleted`` for rows that are gone)."""
+    if not callback_ids:
+        return {}
+    rows = pg.query(
+        dbname,
+        "SELECT coalesce(state, 'none'), count(*) FROM callback WHERE id = ANY(%s::uuid[]) GROUP BY 1",
+        (list(callback_ids),),
+    )
+    counts = {state: int(n) for state, n in rows}
+    gone = len(callback_ids) - sum(counts.values())
+    if gone:
+        counts["deleted"] = gone
+    return counts
+
+
+def delete_pending_callbacks(pg: Postgres, dbname: str, callback_ids: Sequence[str]) -> int:
+    """Delete those of ``callback_ids`` that are still PENDING; return how many."""
+    if not callback_ids:
+        return 0
+    rows = pg.query(
+        dbname,
+        "DELETE FROM callback WHERE id = ANY(%s::uuid[]) AND state = 'pending' RETURNING id",
+        (list(callback_ids),),
+    )
+    return len(rows)
+
+
+def task_state_counts(pg: Postgres, dbname: str, dag_id: str, run_id: str) -> dict[str, int]:
+    """State -> number of task instances of one Dag run (``none`` for no state yet)."""
+    rows = pg.query(
+        dbname,
+        """
+        SELECT coalesce(state, 'none'), count(*) FROM task_instance
+        WHERE dag_id = %s AND run_id = %s GROUP BY 1
+        """,
+        (dag_id, run_id),
+    )
+    return {state: int(n) for state, n in rows}
+
+
+def run_state(pg: Postgres, dbname: str, dag_id: str, run_id: str) -> str | None:
+    """The state of one Dag run (``None`` when there is no such run)."""
+    rows = pg.query(dbname, "SELECT state FROM dag_run WHERE dag_id = %s AND run_id = %s", (dag_id, run_id))
+    return rows[0][0] if rows else None

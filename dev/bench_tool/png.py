@@ -304,14 +304,17 @@ def render_report(payload: Mapping[str, Any]) -> Canvas:
 
     loop = results.get("scheduler_loop", {})
     parse = results.get("parse_loop", {})
+    # Scheduler loop: idle, bursts (informational), slots busy with 0 / N pending (the goal).
     loop_groups = [
-        ("SCHED IDLE", [("P50", (loop.get("idle") or {}).get("p50"))]),
-        ("SCHED EXEC", [("P50", (loop.get("executor_burst") or {}).get("p50"))]),
-        ("SCHED PROC", [("P50", (loop.get("dag_processor_burst") or {}).get("p50"))]),
-        ("PARSE IDLE", [("P50", _ms(parse.get("idle"), "p50"))]),
+        ("IDLE", [("P50", (loop.get("idle") or {}).get("p50"))]),
+        ("EXEC BST", [("P50", (loop.get("executor_burst") or {}).get("p50"))]),
+        ("PROC BST", [("P50", (loop.get("dag_processor_burst") or {}).get("p50"))]),
+        ("BUSY 0", [("P50", (loop.get("busy_idle") or {}).get("p50"))]),
+        (f"BUSY {loop.get('pending_count', 'N')}", [("P50", (loop.get("busy_pending") or {}).get("p50"))]),
+        ("PARSE", [("P50", _ms(parse.get("idle"), "p50"))]),
         ("PARSE CB", [("P50", _ms(parse.get("with_callbacks"), "p50"))]),
     ]
-    bar_panel(canvas, (610, 430, 1188, 800), "loop times", loop_groups, "ms")
+    bar_panel(canvas, (610, 430, 1188, 800), "loop times: scheduler, parse", loop_groups, "ms")
     return canvas
 
 

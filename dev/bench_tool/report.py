@@ -117,27 +117,33 @@ def render(payload: Mapping[str, Any]) -> str:
             fmt(_g(parse, "with_callbacks", "p50")),
             fmt(_g(parse, "with_callbacks", "max")),
         ],
-        [
-            "scheduler loop, idle",
-            str(_g(loop, "idle", "n") or 0),
-            fmt(_g(loop, "idle", "p50"), "ms"),
-            fmt(_g(loop, "idle", "max"), "ms"),
-        ],
-        [
+        _loop_row(loop, "idle", "scheduler loop, idle"),
+        _loop_row(
+            loop,
+            "busy_idle",
+            f"scheduler loop, all {loop.get('busy_slots', '-')} executor slots busy, 0 pending (goal base)",
+        ),
+        _loop_row(
+            loop,
+            "busy_pending",
+            (
+                f"scheduler loop, all slots busy, {loop.get('pending_count', '-')} pending executor "
+                f"callbacks ({loop.get('pending_queued_during_window', '-')} queued meanwhile)"
+            ),
+        ),
+        _loop_row(
+            loop,
+            "executor_burst",
             (
                 f"scheduler loop, executor burst {loop.get('burst_size', '-')} "
-                f"(peak {loop.get('peak_pending_executor_callbacks', '-')} pending)"
+                f"(peak {loop.get('peak_pending_executor_callbacks', '-')} pending; info)"
             ),
-            str(_g(loop, "executor_burst", "n") or 0),
-            fmt(_g(loop, "executor_burst", "p50"), "ms"),
-            fmt(_g(loop, "executor_burst", "max"), "ms"),
-        ],
-        [
-            f"scheduler loop, dag-processor burst {loop.get('burst_size', '-')}",
-            str(_g(loop, "dag_processor_burst", "n") or 0),
-            fmt(_g(loop, "dag_processor_burst", "p50"), "ms"),
-            fmt(_g(loop, "dag_processor_burst", "max"), "ms"),
-        ],
+        ),
+        _loop_row(
+            loop,
+            "dag_processor_burst",
+            f"scheduler loop, dag-processor burst {loop.get('burst_size', '-')} (info)",
+        ),
     ]
     parts += ["", "3./4. loop times", table(["loop", "n", "p50", "max"], rows)]
 
@@ -174,6 +180,16 @@ def render(payload: Mapping[str, Any]) -> str:
     ]
     parts += ["", "goals", table(["goal", "value", "target", "status"], rows)]
     return "\n".join(parts)
+
+
+def _loop_row(loop: Mapping[str, Any], key: str, label: str) -> list[str]:
+    """One scheduler-loop row of the loop table: label, n, p50, max (ms)."""
+    return [
+        label,
+        str(_g(loop, key, "n") or 0),
+        fmt(_g(loop, key, "p50"), "ms"),
+        fmt(_g(loop, key, "max"), "ms"),
+    ]
 
 
 def _ms(value: float | None) -> float | None:

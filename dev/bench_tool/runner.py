@@ -1,4 +1,5 @@
-"""Orchestration: per-callback cost, stacks up, idle window, single events, bursts, teardown."""
+"""Orchestration: per-callback cost, stacks up, idle window, single events, bursts, pending window,
+teardown."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bench_tool import pg as pgmod
-from bench_tool.dags import BLOCKED_POOL, DEADLINE_DAG_ID, FAIL_DAG_ID, FILLER_PREFIX
-from bench_tool.stack import NON_DEFAULT_SETTINGS, Stack, StackError
+from bench_tool.dags import BLOCKED_POOL, DEADLINE_DAG_ID, FAIL_DAG_ID, FILLER_PREFIX, HOLD_DAG_ID
+from bench_tool.stack import NON_DEFAULT_SETTINGS, PARALLELISM, Stack, StackError
 from bench_tool.stats import evaluate_goals, summarize
 from bench_tool.statsd_listener import StatsdListener
 from demo_stack.api import ApiError
@@ -34,6 +35,18 @@ EXEC = "executor"
 PATHS = (PROC, EXEC)
 TAIL_SECONDS = 5.0
 LOOP_METRIC = "scheduler.scheduler_loop_duration"
+HOLD_START_TIMEOUT = 180.0  # for PARALLELISM hold tasks to be running
+HOLD_END_TIMEOUT = 30.0  # for the hold run to end once released (not an error when exceeded)
+# Measured.pending key -> results.scheduler_loop key
+PENDING_RESULT_KEYS = {
+    "pending_count": "pending_count",
+    "queued_during_window": "pending_queued_during_window",
+    "seconds": "pending_window_seconds",
+    "slots": "busy_slots",
+    "hold_running_after": "busy_slots_running_after",
+    "pending_before": "pending_before_insert",
+    "deleted_after": "pending_deleted_after",
+}
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,6 +60,8 @@ class Options:
     fillers: int = 50
     idle_seconds: float = 30.0
     percall_runs: int = 200
+    pending: int = 1000  # PENDING executor callbacks in the pending window; 0 skips it
+    pending_seconds: float | None = None  # each pending-window sample; None: idle_seconds
     db_prefix: str = "airflow_bench"
     json_path: Path | None = None
     png_path: Path | None = None
@@ -151,6 +166,8 @@ class Measured:
     idle_window: dict[str, tuple[float, float]] = field(default_factory=dict)
     warmup: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     percall: dict[str, Any] = field(default_factory=dict)
+    # The pending window: "busy_idle" / "busy_pending" sample windows, counts.
+    pending: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -192,6 +209,7 @@ class Bench:
             self._idle_window()
             self._single_events()
             self._bursts()
+            self._pending_window()
             code = EXIT_OK
         except Interrupted:
             self.log("interrupted; stopping")
@@ -330,16 +348,21 @@ class Bench:
             stack.check_alive()
 
     # ----------------------------------------------------------- the phases
-    def _idle_window(self) -> None:
-        seconds = self.options.idle_seconds
-        self.log(f"idle window: {seconds:.0f}s with nothing to do (scheduler / parse-loop baseline)")
+    def _window(self, seconds: float) -> tuple[float, float]:
+        """Wait ``seconds`` while watching the stacks; return the (start, end) wall-clock window."""
         start = time.time()
         end = start + seconds
         while time.time() < end:
             self._check_alive()
             time.sleep(min(1.0, max(0.0, end - time.time())))
+        return start, time.time()
+
+    def _idle_window(self) -> None:
+        seconds = self.options.idle_seconds
+        self.log(f"idle window: {seconds:.0f}s with nothing to do (scheduler / parse-loop baseline)")
+        window = self._window(seconds)
         for stack in self.stacks:
-            self.measured.idle_window[stack.name] = (start, time.time())
+            self.measured.idle_window[stack.name] = window
 
     def _trigger(self, path: PathSetup) -> str:
         run = path.stack.api.trigger(path.dag_id)
@@ -424,6 +447,116 @@ class Bench:
         )
         time.sleep(2.0)
         return info
+
+    def _pending_window(self) -> None:
+        """Scheduler loop with every executor slot busy: no pending callbacks, then ``pending``.
+
+        A run of the hold Dag occupies all PARALLELISM slots of the executor stack, so the
+        scheduler cannot queue executor callbacks; the loop time is sampled for W seconds with
+        none pending, then W seconds after inserting N PENDING rows cloned from a real
+        executor callback.  Both windows have the same busy scheduler; only the pending rows
+        differ.
+        """
+        n = self.options.pending
+        if n <= 0 or not self.paths:
+            return
+        assert self.pg is not None
+        stack = self.paths[EXEC].stack
+        template = pgmod.latest_executor_callback(self.pg, stack.dbname)
+        if template is None:
+            self.measured.notes.append("pending window skipped: no executor callback row to clone")
+            self.log("pending window skipped: no executor callback row to clone")
+            return
+        seconds = self._pending_seconds()
+        self.log(f"pending window on {stack.name}: occupying all {PARALLELISM} executor slots ...")
+        stop_file = stack.root / "hold.stop"
+        run_id = self._hold_slots(stack, stop_file, hold_seconds=HOLD_START_TIMEOUT + 2 * seconds + 120)
+        info = self.measured.pending
+        info.update(hold_run_id=run_id, slots=PARALLELISM, seconds=seconds)
+        ids: list[str] = []
+        try:
+            info["pending_before"] = pgmod.pending_executor_callbacks(self.pg, stack.dbname)
+            self.log(f"pending window: {seconds:.0f}s busy, {info['pending_before']} pending ...")
+            info["busy_idle"] = self._window(seconds)
+            ids = pgmod.insert_pending_callbacks(self.pg, stack.dbname, template, n)
+            if len(ids) != n:
+                raise StackError(f"pending window: inserted {len(ids)} executor callbacks, expected {n}")
+            pending = pgmod.callback_state_counts(self.pg, stack.dbname, ids).get("pending", 0)
+            info["pending_count"] = pending
+            if pending != n:
+                self._note(f"pending window: only {pending} of {n} inserted callbacks were still pending")
+            self.log(f"pending window: {seconds:.0f}s busy, {pending} pending ...")
+            info["busy_pending"] = self._window(seconds)
+            states = pgmod.callback_state_counts(self.pg, stack.dbname, ids)
+            info["queued_during_window"] = n - states.get("pending", 0)
+            info["states_after"] = states
+            running = pgmod.task_state_counts(self.pg, stack.dbname, HOLD_DAG_ID, run_id).get("running", 0)
+            info["hold_running_after"] = running
+            if running < PARALLELISM:
+                self._note(f"pending window: only {running} of {PARALLELISM} hold tasks were still running")
+        finally:
+            self._release_hold(stack, stop_file, ids)
+        self.log(
+            f"pending window: {info['queued_during_window']} of {n} pending callbacks were queued "
+            "during the window; hold released"
+        )
+        self._wait_hold_ended(stack, run_id)
+
+    def _pending_seconds(self) -> float:
+        seconds = self.options.pending_seconds
+        return self.options.idle_seconds if seconds is None else seconds
+
+    def _note(self, message: str) -> None:
+        self.measured.notes.append(message)
+        self.log(f"WARNING: {message}")
+
+    def _hold_slots(self, stack: Stack, stop_file: Path, hold_seconds: float) -> str:
+        """Trigger the hold Dag and wait until all PARALLELISM of its tasks are running."""
+        assert self.pg is not None
+        stop_file.unlink(missing_ok=True)
+        stack.api.set_paused(HOLD_DAG_ID, False)
+        conf = {"seconds": hold_seconds, "stop_file": str(stop_file)}
+        run = stack.api.request(
+            "POST", f"/api/v2/dags/{HOLD_DAG_ID}/dagRuns", {"logical_date": None, "conf": conf}
+        )
+        run_id = str(run["dag_run_id"])
+        deadline = time.monotonic() + HOLD_START_TIMEOUT
+        while True:
+            counts = pgmod.task_state_counts(self.pg, stack.dbname, HOLD_DAG_ID, run_id)
+            if counts.get("running", 0) >= PARALLELISM:
+                return run_id
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"pending window: {HOLD_DAG_ID} run {run_id} did not get all {PARALLELISM} tasks "
+                    f"running within {HOLD_START_TIMEOUT:.0f}s (task states: {counts or 'none'})",
+                    [stack.log_path("scheduler")],
+                )
+            self._check_alive()
+            time.sleep(0.5)
+
+    def _release_hold(self, stack: Stack, stop_file: Path, callback_ids: Sequence[str]) -> None:
+        """Delete the inserted callbacks still pending, then let the hold tasks end."""
+        try:
+            if callback_ids:
+                assert self.pg is not None
+                deleted = pgmod.delete_pending_callbacks(self.pg, stack.dbname, callback_ids)
+                self.measured.pending["deleted_after"] = deleted
+        finally:
+            stop_file.touch()
+
+    def _wait_hold_ended(self, stack: Stack, run_id: str) -> None:
+        """Wait (bounded, not an error) for the released hold run to end, so teardown is quick."""
+        assert self.pg is not None
+        deadline = time.monotonic() + HOLD_END_TIMEOUT
+        while time.monotonic() < deadline:
+            state = pgmod.run_state(self.pg, stack.dbname, HOLD_DAG_ID, run_id)
+            if state not in ("queued", "running"):
+                return
+            self._check_alive()
+            time.sleep(0.5)
+        self.log(
+            f"  {HOLD_DAG_ID} run still running {HOLD_END_TIMEOUT:.0f}s after release; teardown stops it"
+        )
 
     def _trigger_retry(self, path: PathSetup) -> str:
         for attempt in range(5):
@@ -551,6 +684,13 @@ class Bench:
         window = self.measured.idle_window.get(exec_stack.name)
         if window:
             out["idle"] = summarize(self._loop_samples(exec_stack, *window))
+        pending = self.measured.pending
+        for key in ("busy_idle", "busy_pending"):
+            if key in pending:
+                out[key] = summarize(self._loop_samples(exec_stack, *pending[key]))
+        for key, name in PENDING_RESULT_KEYS.items():
+            if key in pending:
+                out[name] = pending[key]
         if self.measured.bursts:
             largest = max(self.measured.bursts, key=int)
             out["burst_size"] = int(largest)
@@ -634,6 +774,8 @@ class Bench:
                 "fillers": self.options.fillers,
                 "idle_seconds": self.options.idle_seconds,
                 "percall_runs": self.options.percall_runs,
+                "pending": self.options.pending,
+                "pending_seconds": self._pending_seconds(),
             },
             "non_default_settings": settings,
             "stacks": {s.name: {"database": s.dbname, "home": str(s.root)} for s in self.stacks},

@@ -112,16 +112,26 @@ def evaluate_goals(results: Mapping[str, Any]) -> list[Goal]:
             "median wall time of a no-op; target <= 1.5",
         )
     )
-    loop = results.get("scheduler_loop") or {}
-    goals.append(
-        Goal(
-            "scheduler loop: pending executor callbacks / idle",
-            ratio(_get(loop, "executor_burst", "p50"), _get(loop, "idle", "p50")),
-            1.1,
-            "median scheduler_loop_duration; target <= 1.1",
-        )
-    )
+    goals.append(scheduler_loop_goal(results.get("scheduler_loop") or {}))
     tails = results.get("tails") or {}
     count = tails.get("count") if tails else None
     goals.append(Goal("5 s tails (supervised runs >= 5 s)", count, 0, "target: 0"))
     return goals
+
+
+def scheduler_loop_goal(loop: Mapping[str, Any]) -> Goal:
+    """Does merely having N PENDING executor callbacks slow the scheduler loop down?
+
+    Both medians come from the pending window, with every executor slot busy (so the
+    callbacks stay pending): ``busy_pending`` with N of them, ``busy_idle`` with none.  The
+    loop times during the bursts are informational: there the scheduler also creates, times
+    out and queues runs.
+    """
+    pending = loop.get("pending_count")
+    return Goal(
+        "scheduler loop: pending executor callbacks / idle",
+        ratio(_get(loop, "busy_pending", "p50"), _get(loop, "busy_idle", "p50")),
+        1.1,
+        f"median scheduler_loop_duration, executor slots all busy, {pending if pending is not None else 'N'} "
+        "pending callbacks vs none; target <= 1.1",
+    )

@@ -17,8 +17,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from bench_tool import cli, pg, png, report, stats
-from bench_tool.runner import ProbeReader
+from bench_tool import cli, dags, pg, png, report, stats
+from bench_tool.runner import PENDING_RESULT_KEYS, ProbeReader
 from bench_tool.statsd_listener import StatsdListener, parse_statsd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,7 +62,18 @@ def _results(**overrides):
         },
         "bursts": {"200": {"dag_processor": {"total": 40.0}, "executor": {"total": 30.0}}},
         "per_callback": {"supervise_callback": {"p50": 0.012}, "fork_floor": {"p50": 0.010}},
-        "scheduler_loop": {"idle": {"p50": 20.0}, "executor_burst": {"p50": 21.0}},
+        "scheduler_loop": {
+            "idle": {"n": 30, "p50": 20.0, "max": 25.0},
+            "busy_idle": {"n": 30, "p50": 30.0, "max": 40.0},
+            "busy_pending": {"n": 30, "p50": 31.5, "max": 44.0},
+            "pending_count": 1000,
+            "pending_queued_during_window": 0,
+            "busy_slots": 8,
+            "burst_size": 1000,
+            "executor_burst": {"n": 100, "p50": 60.0, "max": 4000.0},
+            "dag_processor_burst": {"n": 100, "p50": 400.0, "max": 900.0},
+            "peak_pending_executor_callbacks": 808,
+        },
         "tails": {"count": 0},
     }
     results.update(overrides)
@@ -81,7 +92,7 @@ def test_goals_fail_and_na():
         _results(
             bursts={},
             tails={"count": 2},
-            scheduler_loop={"idle": {"p50": 10.0}, "executor_burst": {"p50": 30.0}},
+            scheduler_loop={"busy_idle": {"p50": 10.0}, "busy_pending": {"p50": 30.0}},
         )
     )
     by_name = {g.name: g for g in goals}
@@ -89,6 +100,20 @@ def test_goals_fail_and_na():
     assert by_name["5 s tails (supervised runs >= 5 s)"].status == "FAIL"
     assert by_name["scheduler loop: pending executor callbacks / idle"].value == pytest.approx(3.0)
     assert by_name["scheduler loop: pending executor callbacks / idle"].status == "FAIL"
+
+
+def test_scheduler_loop_goal_is_pending_over_busy_idle_not_the_burst():
+    goal = stats.scheduler_loop_goal(_results()["scheduler_loop"])
+    assert goal.value == pytest.approx(31.5 / 30.0)  # busy_pending / busy_idle, not burst / idle
+    assert goal.status == "PASS"
+    assert "1000 pending" in goal.detail
+
+
+def test_scheduler_loop_goal_ignores_the_informational_burst_rows():
+    loop = {"idle": {"p50": 10.0}, "executor_burst": {"p50": 50.0}, "dag_processor_burst": {"p50": 90.0}}
+    goal = stats.scheduler_loop_goal(loop)
+    assert goal.value is None and goal.status == "n/a"
+    assert stats.scheduler_loop_goal({"busy_idle": {"p50": 0.0}, "busy_pending": {"p50": 3.0}}).value is None
 
 
 def test_goals_on_empty_results_are_na():
@@ -134,6 +159,28 @@ def test_render_table_contains_sections_and_goals():
     assert "3.00s" in text  # dag-processor p50
     assert "200/200" in text
     assert "12.0ms" in text  # supervise_callback p50
+
+
+def test_render_table_shows_the_pending_window_rows():
+    lines = report.render(_payload()).splitlines()
+    busy_idle = next(line for line in lines if "all 8 executor slots busy, 0 pending" in line)
+    assert "30.0ms" in busy_idle and "40.0ms" in busy_idle
+    busy_pending = next(line for line in lines if "1000 pending executor callbacks" in line)
+    assert "(0 queued meanwhile)" in busy_pending and "31.5ms" in busy_pending
+    assert any("executor burst 1000 (peak 808 pending; info)" in line for line in lines)
+    assert any("dag-processor burst 1000 (info)" in line and "400.0ms" in line for line in lines)
+    goal = next(line for line in lines if line.startswith("scheduler loop: pending executor callbacks"))
+    assert "1.05" in goal and "<= 1.10" in goal and "PASS" in goal
+
+
+def test_render_table_without_a_pending_window():
+    payload = _payload()
+    payload["results"]["scheduler_loop"] = {"idle": {"n": 3, "p50": 20.0}}
+    payload["goals"] = [g.to_json() for g in stats.evaluate_goals(payload["results"])]
+    text = report.render(payload)
+    assert "0 pending (goal base)" in text
+    goal = next(line for line in text.splitlines() if line.startswith("scheduler loop: pending"))
+    assert "n/a" in goal
 
 
 def test_render_table_survives_empty_payload():
@@ -273,6 +320,136 @@ def test_parse_sizes_and_presets():
         cli.parse_sizes("a")
     assert cli.PRESETS["smoke"][1] == (5,)
     assert 1000 not in cli.PRESETS["quick"][1]
+    assert cli.PRESETS["default"][5] == 1000 and cli.PRESETS["smoke"][5] == 50
+
+
+def test_pending_options(monkeypatch, tmp_path):
+    captured = {}
+
+    class FakeBench:
+        def __init__(self, options):
+            captured["options"] = options
+
+        def run(self, render):
+            return 0
+
+    import bench_tool.runner
+
+    monkeypatch.setattr(bench_tool.runner, "Bench", FakeBench)
+    python = str(VENV_PYTHON if VENV_PYTHON.exists() else sys.executable)
+    common = ["--python", python, "--executor-callback", "dag", "--json", str(tmp_path / "b.json")]
+    assert cli.main(["--smoke", *common]) == 0
+    options = captured["options"]
+    assert (options.pending, options.pending_seconds, options.idle_seconds) == (50, None, 5.0)
+    assert cli.main([*common, "--pending", "200", "--pending-seconds", "7"]) == 0
+    assert (captured["options"].pending, captured["options"].pending_seconds) == (200, 7.0)
+    assert cli.main(common) == 0
+    assert captured["options"].pending == 1000
+
+
+# ------------------------------------------------------------ pending window
+def test_clone_callback_sql_copies_the_template_and_resets_the_queue_columns():
+    columns = ["id", "type", "fetch_method", "data", "state", "output", "priority_weight", "created_at"]
+    columns += ["queued_by_job_id", "queued_at", "trigger_id", "bundle_name"]
+    sql = pg.clone_callback_sql(columns)
+    head, _, tail = sql.partition(" SELECT ")
+    assert head == "INSERT INTO callback (" + ", ".join(f'"{c}"' for c in columns) + ")"
+    values = tail.split(" FROM ")[0].split(", ")
+    assert dict(zip(columns, values, strict=True)) == {
+        "id": "gen_random_uuid()",
+        "type": 't."type"',
+        "fetch_method": 't."fetch_method"',
+        "data": 't."data"',
+        "state": "'pending'",
+        "output": "NULL",
+        "priority_weight": 't."priority_weight"',
+        "created_at": "clock_timestamp()",
+        "queued_by_job_id": "NULL",
+        "queued_at": "NULL",
+        "trigger_id": "NULL",
+        "bundle_name": 't."bundle_name"',
+    }
+    assert "generate_series(1, %s)" in sql and "WHERE t.id = %s::uuid" in sql
+    assert sql.endswith("RETURNING id::text")
+    assert sql.count("%s") == 2
+
+
+def test_clone_callback_sql_follows_the_schema_it_is_given():
+    sql = pg.clone_callback_sql(["id", "type", "state", "data"])  # an older schema: no queue columns
+    assert "queued_at" not in sql and "created_at" not in sql
+    with pytest.raises(ValueError, match="state"):
+        pg.clone_callback_sql(["id", "type"])
+
+
+class FakePostgres:
+    """Answers ``query`` from a list of canned results and records the statements."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.calls = []
+
+    def query(self, dbname, sql, params=()):
+        self.calls.append((dbname, " ".join(sql.split()), params))
+        return self.answers.pop(0)
+
+
+def test_insert_pending_callbacks_reads_the_schema_then_clones():
+    fake = FakePostgres([("id",), ("type",), ("state",)], [("u1",), ("u2",), ("u3",)])
+    ids = pg.insert_pending_callbacks(fake, "db", "tmpl-id", 3)
+    assert ids == ["u1", "u2", "u3"]
+    assert "information_schema.columns" in fake.calls[0][1]
+    assert fake.calls[1][1] == pg.clone_callback_sql(["id", "type", "state"])
+    assert fake.calls[1][2] == (3, "tmpl-id")
+
+
+def test_callback_state_counts_reports_deleted_rows():
+    fake = FakePostgres([("pending", 7), ("queued", 1)])
+    assert pg.callback_state_counts(fake, "db", [f"id{i}" for i in range(10)]) == {
+        "pending": 7,
+        "queued": 1,
+        "deleted": 2,
+    }
+    assert "id = ANY(%s::uuid[])" in fake.calls[0][1]
+    assert pg.callback_state_counts(fake, "db", []) == {}
+
+
+def test_delete_pending_callbacks_only_deletes_pending_rows_by_id():
+    fake = FakePostgres([("a",), ("b",)])
+    assert pg.delete_pending_callbacks(fake, "db", ["a", "b", "c"]) == 2
+    _, sql, params = fake.calls[0]
+    assert sql.startswith("DELETE FROM callback WHERE id = ANY(%s::uuid[]) AND state = 'pending'")
+    assert params == (["a", "b", "c"],)
+    assert pg.delete_pending_callbacks(fake, "db", []) == 0
+
+
+def test_task_state_counts_and_pending_count():
+    fake = FakePostgres([("running", 8), ("none", 1)], [(12,)], [("success",)], [])
+    assert pg.task_state_counts(fake, "db", "bench_hold", "r1") == {"running": 8, "none": 1}
+    assert fake.calls[0][2] == ("bench_hold", "r1")
+    assert pg.pending_executor_callbacks(fake, "db") == 12
+    assert pg.run_state(fake, "db", "bench_hold", "r1") == "success"
+    assert pg.run_state(fake, "db", "bench_hold", "r2") is None
+
+
+def test_hold_dag_has_one_task_per_slot_and_no_timeout(tmp_path):
+    ids = dags.write_dags(tmp_path, fillers=1, deadline=False, hold_tasks=8)
+    assert dags.HOLD_DAG_ID in ids
+    source = (tmp_path / f"{dags.HOLD_DAG_ID}.py").read_text()
+    compile(source, "bench_hold.py", "exec")
+    assert "range(8)" in source and "max_active_tasks=8" in source
+    assert "dagrun_timeout" not in source and "pool=" not in source  # the default pool, not the blocked one
+    assert 'conf.get("seconds"' in source and 'conf.get("stop_file")' in source
+    with pytest.raises(ValueError):
+        dags.hold_dag_source(0)
+
+
+def test_pending_result_keys_land_in_scheduler_loop():
+    assert PENDING_RESULT_KEYS["pending_count"] == "pending_count"
+    assert set(PENDING_RESULT_KEYS.values()) >= {
+        "pending_count",
+        "pending_queued_during_window",
+        "busy_slots",
+    }
 
 
 def test_launcher_help_works():
@@ -325,6 +502,12 @@ def test_bench_smoke_end_to_end(tmp_path):
         assert single["started"]["p50"] is not None and single["recorded"]["p50"] is not None
         burst = results["bursts"]["5"][path]
         assert burst["completed"] == 5 and burst["total"] is not None
+    loop = results["scheduler_loop"]
+    assert loop["pending_count"] == 50
+    assert loop["busy_idle"]["n"] > 0 and loop["busy_pending"]["n"] > 0
+    assert "pending executor callbacks" in proc.stdout
+    goal = next(g for g in payload["goals"] if g["name"].startswith("scheduler loop"))
+    assert goal["value"] is not None
     assert results["per_callback"]["supervise_callback"]["n"] > 0
     assert result.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
     listed = subprocess.run(
