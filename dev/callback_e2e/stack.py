@@ -226,17 +226,25 @@ class AirflowStack:
         with self._engine.connect() as conn:
             return [tuple(row) for row in conn.execute(sqlalchemy.text(sql), params)]
 
-    def dag_callbacks(self) -> list[dict[str, Any]]:
-        """Executor callbacks of DAG runs: id, state, output and data."""
+    def executor_callbacks(self) -> list[dict[str, Any]]:
+        """Every executor callback (Deadline Alerts, DAG runs): id, state, output and data."""
         from airflow.serialization.serialized_objects import BaseSerialization
 
         rows = self.query("SELECT id, state, output, data FROM callback WHERE type = 'executor'")
         out = []
         for cb_id, state, output, raw in rows:
             data = BaseSerialization.deserialize(json.loads(raw) if isinstance(raw, str) else raw)
-            if isinstance(data, dict) and data.get("kind") == "dag_run":
-                out.append({"id": str(cb_id), "state": state, "output": output, "data": data})
+            # SQLite stores the UUID as 32 hex digits, PostgreSQL as a UUID: one form for both.
+            out.append({"id": str(uuid.UUID(str(cb_id))), "state": state, "output": output, "data": data})
         return out
+
+    def dag_callbacks(self) -> list[dict[str, Any]]:
+        """Executor callbacks of DAG runs: id, state, output and data."""
+        return [
+            c
+            for c in self.executor_callbacks()
+            if isinstance(c["data"], dict) and c["data"].get("kind") == "dag_run"
+        ]
 
     def run_state(self, dag_id: str, run_id: str) -> str | None:
         rows = self.query("SELECT state FROM dag_run WHERE dag_id = :d AND run_id = :r", d=dag_id, r=run_id)

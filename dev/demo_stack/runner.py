@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -196,6 +197,7 @@ class DemoRunner:
         config = airflow_config(home, api_port)
         config.update(self.stack.config(self.ctx))
         self.env = child_environment(os.environ, config)
+        self.ctx = dataclasses.replace(self.ctx, env=self.env)
         write_env_file(root / "demo.env", config, self.options.python)
         self.api = AirflowApi(api_url)
         self.log(f"AIRFLOW_HOME={root}")

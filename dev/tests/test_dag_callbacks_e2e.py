@@ -17,7 +17,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from callback_e2e.stack import AirflowStack, Marker, read_markers, wait_for
-
 from demo_stack.api import ApiError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -47,3 +47,23 @@ def reads_the_api(context):
     }
     Variable.set(f"e2e_out_{context['run_id']}", json.dumps(seen))
     _write("api", context, extra=seen)
+
+
+def deadline(name, seconds=0.0, fail=False, context=None, **kwargs):
+    """A Deadline Alert's SyncCallback: one line when it starts, one when it ends (unless it raises)."""
+    import time
+
+    dag_run = (context or {}).get("dag_run") or {}
+    run_id = dag_run.get("run_id") if isinstance(dag_run, dict) else getattr(dag_run, "run_id", None)
+
+    def line(phase):
+        extra = {"phase": phase, "time": time.time()}
+        row = {"name": name, "dag_id": name, "run_id": run_id, "keys": [], "pid": os.getpid(), "extra": extra}
+        with open(os.environ["CALLBACK_E2E_MARKERS"], "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    line("started")
+    time.sleep(float(seconds))
+    if fail:
+        raise ValueError(f"deadline callback {name} fails on purpose")
+    line("ended")

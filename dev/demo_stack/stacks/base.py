@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -17,6 +18,8 @@ class StackContext:
     airflow_home: Path
     python: str
     api_url: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    """The environment every Airflow process of the demo runs with (set once the config is known)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,40 @@
+"""DAGs with Deadline Alerts whose SyncCallbacks run on the executor, for the end-to-end tests.
+
+The only task of each waits in a pool without slots, so every run is still going when its
+deadline (one second after it was queued) passes, and no task competes with the callbacks.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, DeadlineAlert, DeadlineReference, SyncCallback, task
+from e2e_callbacks import deadline
+
+BLOCKED_POOL = "e2e_blocked"
+
+
+@task(pool=BLOCKED_POOL)
+def never_runs():
+    return None
+
+
+def _deadline_dag(dag_id: str, **callback_kwargs) -> None:
+    with DAG(
+        dag_id,
+        schedule=None,
+        max_active_runs=500,
+        deadline=DeadlineAlert(
+            reference=DeadlineReference.DAGRUN_QUEUED_AT,
+            interval=timedelta(seconds=1),
+            callback=SyncCallback(deadline, kwargs={"name": dag_id, **callback_kwargs}),
+        ),
+    ):
+        never_runs()
+
+
+_deadline_dag("e2e_deadline_ok")
+_deadline_dag("e2e_deadline_fails", fail=True)
+_deadline_dag("e2e_deadline_slow", seconds=25)
+_deadline_dag("e2e_deadline_watch", seconds=15)
+_deadline_dag("e2e_deadline_burst")
