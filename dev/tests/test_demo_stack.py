@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from demo_stack.scenarios import (
     derive_processor_state,
     final_processor_state,
 )
-from demo_stack.stacks import PLANNED, LocalExecutorStack, UnsupportedExecutor, get_stack
+from demo_stack.stacks import PLANNED, LocalExecutorStack, StackContext, UnsupportedExecutor, get_stack
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE, DAG_ON_FAILURE = SCENARIOS
@@ -602,6 +603,27 @@ def test_get_stack_local():
     assert stack.executor_label(None) == "LocalExecutor"
 
 
+def test_kubernetes_stack_points_the_executor_at_its_fake_cluster(tmp_path):
+    stack = get_stack("KubernetesExecutor")
+    ctx = StackContext(airflow_home=tmp_path, python=sys.executable, api_url="http://127.0.0.1:1", env={})
+    config = stack.config(ctx)
+    assert config["AIRFLOW__CORE__EXECUTOR"] == "KubernetesExecutor"
+    kubeconfig = Path(config["AIRFLOW__KUBERNETES_EXECUTOR__CONFIG_FILE"])
+    template = Path(config["AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE"])
+    stack.setup(ctx)
+    try:
+        server = json.loads(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+        assert server.startswith("http://127.0.0.1:")
+        assert "restartPolicy: Never" in template.read_text()
+        with urllib.request.urlopen(f"{server}/api/v1/namespaces/default/pods", timeout=10) as response:
+            assert json.loads(response.read())["kind"] == "PodList"
+    finally:
+        stack.teardown(ctx)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{server}/version", timeout=5)
+    stack.teardown(ctx)  # a second teardown is harmless
+
+
 @pytest.mark.parametrize("name", [*PLANNED, "NoSuchExecutor"])
 def test_unsupported_executors(name, capsys):
     with pytest.raises(UnsupportedExecutor):
@@ -659,18 +681,26 @@ def _demo_python() -> str | None:
 
 
 @pytest.mark.e2e
-def test_demo_end_to_end(tmp_path):
+@pytest.mark.parametrize(
+    ("executor", "budget"),
+    [("LocalExecutor", 150), ("KubernetesExecutor", 300)],
+)
+def test_demo_end_to_end(tmp_path, executor, budget):
     python = _demo_python()
     if python is None:
         pytest.skip("no Airflow interpreter: set DEMO_PYTHON or create .venv with dev/series env")
     result_file = tmp_path / "result.json"
     env = dict(os.environ, DEMO_PYTHON=python)
     proc = subprocess.run(
-        [str(REPO / "scripts" / "demo"), "--timeout", "150", "--grace", "10", "--json", str(result_file)],
+        [
+            str(REPO / "scripts" / "demo"),
+            *("--executor", executor, "--timeout", str(budget), "--grace", "10"),
+            *("--json", str(result_file)),
+        ],
         env=env,
         capture_output=True,
         text=True,
-        timeout=175,
+        timeout=budget + 40,
         check=False,
     )
     output = proc.stdout + proc.stderr
@@ -682,14 +712,14 @@ def test_demo_end_to_end(tmp_path):
     deadline = rows["deadline_alert"]
     assert (deadline["kind"], deadline["executor"], deadline["state"]) == (
         "deadline alert",
-        "LocalExecutor",
+        executor,
         "success",
     )
     assert "/executor_callbacks/demo_deadline_alert/" in deadline["log"]
     on_failure = rows["dag_on_failure"]
     assert (on_failure["kind"], on_failure["executor"], on_failure["state"]) == (
         "dag on_failure_callback",
-        "LocalExecutor",
+        executor,
         "success",
     )
     assert "/executor_callbacks/demo_dag_on_failure/" in on_failure["log"]

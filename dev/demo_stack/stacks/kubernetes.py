@@ -8,8 +8,12 @@ environment, as a worker image built from the same installation would.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from demo_stack.stacks.base import ExecutorStack, StackContext
-from k8s_e2e import LocalKubernetes, executor_config
+
+if TYPE_CHECKING:
+    from k8s_e2e import LocalKubernetes
 
 
 class KubernetesExecutorStack(ExecutorStack):
@@ -19,9 +23,14 @@ class KubernetesExecutorStack(ExecutorStack):
         self._kube: LocalKubernetes | None = None
 
     def config(self, ctx: StackContext) -> dict[str, str]:
+        # Imported when the stack is used: the other stacks need neither the harness nor the fake.
+        from k8s_e2e import executor_config
+
         return {**super().config(ctx), **executor_config(ctx.airflow_home), "AIRFLOW__CORE__PARALLELISM": "4"}
 
     def setup(self, ctx: StackContext) -> None:
+        from k8s_e2e import LocalKubernetes
+
         self._kube = LocalKubernetes(ctx.airflow_home, ctx.python, ctx.env).start()
 
     def teardown(self, ctx: StackContext) -> None:
