@@ -185,3 +185,28 @@ def test_callback_pod_of_a_killed_scheduler_is_adopted_and_reported_once():
         assert _phases(stack, "e2e_deadline_slow") == {"started": 1, "ended": 1}
         wait_for("the adopted pod to be deleted", lambda: not kube.callback_pods(), 60)
         assert old_worker
+
+
+STABLE_PYTHON = str(ROOT / ".venv-stable" / "bin" / "python")
+
+
+def test_deadline_callbacks_run_in_pods_on_the_stable_core():
+    """Core 3.3 (supports_callbacks, task SDK 1.3) with the patched provider: success and failure."""
+    if not Path(STABLE_PYTHON).exists():
+        pytest.skip("no stable baseline virtualenv: dev/series env --baseline stable")
+    stack = AirflowStack(STABLE_PYTHON, "sqlite", {"AIRFLOW__CORE__PARALLELISM": "16"})
+    stack.config.update(executor_config(stack.root))
+    with LocalKubernetes(stack.root, STABLE_PYTHON, stack.env()), stack:
+        stack.wait_healthy()
+        stack.api.request("POST", "/api/v2/pools", {"name": BLOCKED_POOL, "slots": 0})
+        stack.scheduler()
+        stack.wait_dags(["e2e_deadline_ok", "e2e_deadline_fails"])
+        stack.trigger("e2e_deadline_ok", "stable-ok")
+        stack.trigger("e2e_deadline_fails", "stable-fails")
+
+        (ok,) = _wait_finished(stack, "e2e_deadline_ok")
+        (failed,) = _wait_finished(stack, "e2e_deadline_fails")
+        assert (ok["state"], failed["state"]) == ("success", "failed"), stack.logs()
+        assert failed["output"]
+        assert _phases(stack, "e2e_deadline_ok") == {"started": 1, "ended": 1}
+        assert _phases(stack, "e2e_deadline_fails") == {"started": 1}
