@@ -191,22 +191,43 @@ STABLE_PYTHON = str(ROOT / ".venv-stable" / "bin" / "python")
 
 
 def test_deadline_callbacks_run_in_pods_on_the_stable_core():
-    """Core 3.3 (supports_callbacks, task SDK 1.3) with the patched provider: success and failure."""
+    """
+    Core 3.3 (supports_callbacks, task SDK 1.3) with the patched provider: success, failure, a
+    watch cut with an expired resourceVersion, and a pod deleted by hand. (Adoption needs the
+    scheduler's callback hook of core 3.4 + airflow-core 0008; core 3.3 never offers callbacks.)
+    """
     if not Path(STABLE_PYTHON).exists():
         pytest.skip("no stable baseline virtualenv: dev/series env --baseline stable")
     stack = AirflowStack(STABLE_PYTHON, "sqlite", {"AIRFLOW__CORE__PARALLELISM": "16"})
     stack.config.update(executor_config(stack.root))
-    with LocalKubernetes(stack.root, STABLE_PYTHON, stack.env()), stack:
+    with LocalKubernetes(stack.root, STABLE_PYTHON, stack.env()) as kube, stack:
         stack.wait_healthy()
         stack.api.request("POST", "/api/v2/pools", {"name": BLOCKED_POOL, "slots": 0})
         stack.scheduler()
-        stack.wait_dags(["e2e_deadline_ok", "e2e_deadline_fails"])
+        stack.wait_dags(["e2e_deadline_ok", "e2e_deadline_fails", "e2e_deadline_slow", "e2e_deadline_watch"])
         stack.trigger("e2e_deadline_ok", "stable-ok")
         stack.trigger("e2e_deadline_fails", "stable-fails")
+        stack.trigger("e2e_deadline_watch", "stable-watch")
+        stack.trigger("e2e_deadline_slow", "stable-deleted")
+
+        wait_for("the slow callback to start", lambda: _phases(stack, "e2e_deadline_slow")["started"], 180)
+        (slow,) = _deadline_callbacks(stack, "e2e_deadline_slow")
+        pod = _pod_of(kube, slow)
+        kube.client().delete_namespaced_pod(pod["metadata"]["name"], pod["metadata"]["namespace"])
+        wait_for(
+            "the watched callback to start", lambda: _phases(stack, "e2e_deadline_watch")["started"], 180
+        )
+        kube.cluster.compact()
+        kube.cluster.cut_watches()
 
         (ok,) = _wait_finished(stack, "e2e_deadline_ok")
         (failed,) = _wait_finished(stack, "e2e_deadline_fails")
-        assert (ok["state"], failed["state"]) == ("success", "failed"), stack.logs()
-        assert failed["output"]
+        (watched,) = _wait_finished(stack, "e2e_deadline_watch")
+        (deleted,) = _wait_finished(stack, "e2e_deadline_slow")
+        states = [c["state"] for c in (ok, failed, watched, deleted)]
+        assert states == ["success", "failed", "success", "failed"], stack.logs()
+        assert failed["output"] and deleted["output"]
         assert _phases(stack, "e2e_deadline_ok") == {"started": 1, "ended": 1}
         assert _phases(stack, "e2e_deadline_fails") == {"started": 1}
+        assert _phases(stack, "e2e_deadline_watch") == {"started": 1, "ended": 1}
+        assert _phases(stack, "e2e_deadline_slow") == {"started": 1}
