@@ -59,6 +59,7 @@ class LocalKubernetes:
         self.cluster = FakeCluster(
             base_env=dict(pod_env), python_exe=python, root_dir=root / "kube" / "nodes"
         )
+        self._running = False
 
     def __enter__(self) -> Self:
         return self.start()
@@ -70,11 +71,14 @@ class LocalKubernetes:
         pod_template_path(self.root).parent.mkdir(parents=True, exist_ok=True)
         pod_template_path(self.root).write_text(POD_TEMPLATE)
         self.cluster.start()
+        self._running = True
         self.cluster.write_kubeconfig(kubeconfig_path(self.root), namespace=NAMESPACE)
         return self
 
     def stop(self) -> None:
-        if self.cluster.server is not None:
+        """Stop the cluster and every pod process; a second call does nothing."""
+        if self._running:
+            self._running = False
             self.cluster.stop()
 
     def pods(self) -> list[dict[str, Any]]:
