@@ -38,12 +38,14 @@ pytestmark = pytest.mark.e2e
 
 
 @contextmanager
-def k8s_stack(backend: str = "sqlite", config: Mapping[str, str] | None = None) -> Iterator[tuple]:
+def k8s_stack(
+    backend: str = "sqlite", config: Mapping[str, str] | None = None, python: str = PYTHON
+) -> Iterator[tuple]:
     """An Airflow stack on KubernetesExecutor and its fake cluster; a scheduler must be started."""
-    stack = AirflowStack(PYTHON, backend, {"AIRFLOW__CORE__PARALLELISM": "16", **(config or {})})
+    stack = AirflowStack(python, backend, {"AIRFLOW__CORE__PARALLELISM": "16", **(config or {})})
     stack.config.update(executor_config(stack.root))
     stack.config.update(config or {})
-    with LocalKubernetes(stack.root, PYTHON, stack.env()) as kube, stack:
+    with LocalKubernetes(stack.root, python, stack.env()) as kube, stack:
         stack.wait_healthy()
         stack.api.request("POST", "/api/v2/pools", {"name": BLOCKED_POOL, "slots": 0})
         yield stack, kube
@@ -198,11 +200,7 @@ def test_deadline_callbacks_run_in_pods_on_the_stable_core():
     """
     if not Path(STABLE_PYTHON).exists():
         pytest.skip("no stable baseline virtualenv: dev/series env --baseline stable")
-    stack = AirflowStack(STABLE_PYTHON, "sqlite", {"AIRFLOW__CORE__PARALLELISM": "16"})
-    stack.config.update(executor_config(stack.root))
-    with LocalKubernetes(stack.root, STABLE_PYTHON, stack.env()) as kube, stack:
-        stack.wait_healthy()
-        stack.api.request("POST", "/api/v2/pools", {"name": BLOCKED_POOL, "slots": 0})
+    with k8s_stack(python=STABLE_PYTHON) as (stack, kube):
         stack.scheduler()
         stack.wait_dags(["e2e_deadline_ok", "e2e_deadline_fails", "e2e_deadline_slow", "e2e_deadline_watch"])
         stack.trigger("e2e_deadline_ok", "stable-ok")
