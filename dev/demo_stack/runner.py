@@ -250,7 +250,7 @@ class DemoRunner:
             proc = ManagedProcess(
                 spec.name, self._airflow(*spec.airflow_args), self.home.process_log(spec.name)
             )
-            proc.start(self.env, cwd=self.home.root)
+            proc.start({**self.env, **spec.env}, cwd=self.home.root)
             self.procs.append(proc)
             self.log(f"started {spec.name} (pid {proc.pid}, log {proc.log_path})")
 
@@ -482,9 +482,15 @@ class DemoRunner:
     def _teardown(self) -> None:
         if self.procs:
             self.log(f"stopping {len(self.procs)} components (grace {self.options.grace:.0f}s) ...")
-            survivors = stop_processes(
-                self.procs, grace=self.options.grace, log=self.log, hurry=lambda: self._hurry
-            )
+            by_name = {proc.name: proc for proc in self.procs}
+            groups = [[by_name[name] for name in group] for group in self.stack.stop_groups(list(by_name))]
+            grouped = {proc.name for group in groups for proc in group}
+            groups.append([proc for proc in self.procs if proc.name not in grouped])
+            survivors = []
+            for group in groups:
+                survivors += stop_processes(
+                    group, grace=self.options.grace, log=self.log, hurry=lambda: self._hurry
+                )
             if survivors:
                 self.log(f"WARNING: processes still alive after SIGKILL: {survivors}")
             else:
