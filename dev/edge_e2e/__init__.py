@@ -51,11 +51,17 @@ def worker_log_folder(root: Path, name: str) -> Path:
     return root / f"logs-{name}"
 
 
-def worker_args(hostname: str, queues: Iterable[str] = ("default",), concurrency: int = 2) -> tuple[str, ...]:
-    """``airflow`` arguments that start an edge worker."""
+def worker_args(
+    hostname: str, pid_file: Path, queues: Iterable[str] = ("default",), concurrency: int = 2
+) -> tuple[str, ...]:
+    """
+    ``airflow`` arguments that start an edge worker. Every worker of one ``AIRFLOW_HOME`` needs a
+    PID file of its own: the default, ``$AIRFLOW_HOME/airflow-edge-worker.pid``, makes a second
+    worker exit at once ("edge worker instance must use different PID file paths").
+    """
     return (
         *("edge", "worker", "--queues", ",".join(queues), "--edge-hostname", hostname),
-        *("--concurrency", str(concurrency)),
+        *("--concurrency", str(concurrency), "--pid", str(pid_file)),
     )
 
 
@@ -105,7 +111,7 @@ class EdgeStack(AirflowStack):
         folder.mkdir(parents=True, exist_ok=True)
         self.start(
             name,
-            *worker_args(self.hostname(name), queues, concurrency),
+            *worker_args(self.hostname(name), folder / "edge-worker.pid", queues, concurrency),
             config={"AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(folder), **(config or {})},
         )
         self.workers[name] = queues

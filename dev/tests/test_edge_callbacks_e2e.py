@@ -74,11 +74,11 @@ def _phases(stack: EdgeStack, dag_id: str) -> Counter:
     return Counter(m.extra["phase"] for m in stack.read_markers() if m.name == dag_id and m.extra)
 
 
-def _wait_started(stack: EdgeStack, dag_id: str, timeout: float = 90) -> None:
+def _wait_started(stack: EdgeStack, dag_id: str, timeout: float = 60) -> None:
     wait_for(f"the callback of {dag_id} to start", lambda: _phases(stack, dag_id)["started"], timeout)
 
 
-def _wait_finished(stack: EdgeStack, dag_id: str, timeout: float = 90) -> dict:
+def _wait_finished(stack: EdgeStack, dag_id: str, timeout: float = 60) -> dict:
     """The one callback of ``dag_id`` once it is success or failed; fails naming the stuck state and logs."""
 
     def finished() -> bool:
@@ -217,10 +217,12 @@ def test_postgres_failing_callback_ends_failed_with_reason_and_log(pg):
 
 def test_callback_for_queue_other_runs_only_on_the_worker_of_that_queue(pg):
     pg.trigger("e2e_deadline_queue", "queue-1")
+    _wait_started(pg, "e2e_deadline_queue")
 
-    callback = _wait_finished(pg, "e2e_deadline_queue")
+    (callback,) = _callbacks(pg, "e2e_deadline_queue")
     jobs = pg.edge_jobs(callback["id"])
     assert [(j["queue"], j["edge_worker"]) for j in jobs] == [(OTHER_QUEUE, pg.hostname(OTHER_QUEUE))], jobs
+    callback = _wait_finished(pg, "e2e_deadline_queue")
     assert callback["state"] == "success", (callback["output"], pg.logs())
     assert _phases(pg, "e2e_deadline_queue") == {"started": 1, "ended": 1}
     assert pg.callback_log_files(pg.worker_log_folder(OTHER_QUEUE), callback["id"])
@@ -245,14 +247,17 @@ def test_callback_running_while_the_scheduler_is_killed_succeeds_once(pg):
 def test_callback_of_a_killed_worker_ends_failed_with_a_reason(pg):
     pg.trigger("e2e_deadline_killed", "worker-killed-1")
     _wait_started(pg, "e2e_deadline_killed")
+    (callback,) = _callbacks(pg, "e2e_deadline_killed")
+    (job,) = pg.edge_jobs(callback["id"])
+    (worker,) = [name for name in pg.workers if pg.hostname(name) == job["edge_worker"]]
 
-    pg.kill(OTHER_QUEUE)  # the worker's process group and session: its callback process dies too
+    pg.kill(worker)  # the worker's process group and session: its callback process dies too
 
     callback = _wait_finished(pg, "e2e_deadline_killed", timeout=90)
     assert callback["state"] == "failed", (callback["output"], pg.logs())
     _assert_reason(callback)
     # A new worker on the queue does not run it again.
-    pg.worker(OTHER_QUEUE, (OTHER_QUEUE,))
+    pg.worker(worker, pg.workers[worker])
     time.sleep(5)
     assert _phases(pg, "e2e_deadline_killed") == {"started": 1}
     assert _callbacks(pg, "e2e_deadline_killed")[0]["state"] == "failed"

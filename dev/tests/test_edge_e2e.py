@@ -31,11 +31,12 @@ def test_executor_config_points_workers_at_the_api_server():
 
 
 def test_worker_args_name_hostname_queues_and_concurrency(tmp_path):
-    args = worker_args("edge-e2e-a", ("default", "other"), concurrency=3)
+    args = worker_args("edge-e2e-a", tmp_path / "a.pid", ("default", "other"), concurrency=3)
     assert args[:2] == ("edge", "worker")
     assert args[args.index("--queues") + 1] == "default,other"
     assert args[args.index("--edge-hostname") + 1] == "edge-e2e-a"
     assert args[args.index("--concurrency") + 1] == "3"
+    assert args[args.index("--pid") + 1] == str(tmp_path / "a.pid")
     assert worker_log_folder(tmp_path, "a") != worker_log_folder(tmp_path, "b")
 
 

@@ -31,7 +31,7 @@ class EdgeExecutorStack(ExecutorStack):
         return [
             ProcessSpec(
                 WORKER,
-                worker_args("demo-edge-worker", ("default",), concurrency=2),
+                worker_args("demo-edge-worker", folder / "edge-worker.pid", ("default",), concurrency=2),
                 env={"AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(folder)},
             )
         ]
