@@ -120,7 +120,9 @@ def _assert_log_everywhere(stack: EdgeStack, callback: dict, text: str) -> str:
     The callback's log: on the one worker that ran it (returned), pushed to the api-server's log
     folder and to the ``edge_logs`` table.
     """
-    holders = [w for w in stack.workers if stack.callback_log_files(stack.worker_log_folder(w), callback["id"])]
+    holders = [
+        w for w in stack.workers if stack.callback_log_files(stack.worker_log_folder(w), callback["id"])
+    ]
     assert len(holders) == 1, f"workers with a log of the callback: {holders}\n{stack.logs()}"
     on_worker = stack.callback_log(stack.worker_log_folder(holders[0]), callback["id"])
     assert text in on_worker, f"log on worker {holders[0]}: {on_worker[-2000:]!r}"
