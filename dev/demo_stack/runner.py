@@ -111,6 +111,7 @@ class DemoRunner:
         self.timings = Timings()
         self.home: DemoHome | None = None
         self.procs: list[ManagedProcess] = []
+        self._after_api: list[ProcessSpec] = []
         self.env: dict[str, str] = {}
         self.api: AirflowApi | None = None
         self.ctx: StackContext | None = None
@@ -246,6 +247,11 @@ class DemoRunner:
     def _start_components(self) -> None:
         assert self.home is not None and self.ctx is not None
         specs = list(CORE_COMPONENTS) + self.stack.extra_processes(self.ctx)
+        self._after_api = [spec for spec in specs if spec.after_api]
+        self._start([spec for spec in specs if not spec.after_api])
+
+    def _start(self, specs: list[ProcessSpec]) -> None:
+        assert self.home is not None
         for spec in specs:
             proc = ManagedProcess(
                 spec.name, self._airflow(*spec.airflow_args), self.home.process_log(spec.name)
@@ -277,6 +283,8 @@ class DemoRunner:
         status = {name: str(value.get("status")) for name, value in health.items() if isinstance(value, dict)}
         self.log("api-server up; health: " + ", ".join(f"{k}={v}" for k, v in sorted(status.items())))
         self.mark("api-server healthy")
+        # Processes that talk to the api-server from their start (an edge worker registers).
+        self._start(self._after_api)
         self._check_listeners()
 
         pending = {scenario.dag_id for scenario in self.scenarios}

@@ -741,6 +741,7 @@ def test_edge_stack_runs_a_worker_with_its_own_log_folder_and_stops_it_first(tmp
     assert config["AIRFLOW__EDGE__API_URL"] == "http://127.0.0.1:8793/edge_worker/v1/rpcapi"
     (worker,) = stack.extra_processes(ctx)
     assert worker.airflow_args[:2] == ("edge", "worker")
+    assert worker.after_api
     folder = Path(worker.env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"])
     assert folder.is_dir() and folder.parent == tmp_path
     names = ["api-server", "scheduler", "dag-processor", "triggerer", worker.name]

@@ -30,6 +30,8 @@ class ProcessSpec:
     airflow_args: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
     """Extra environment of this process only (e.g. a worker's own log folder)."""
+    after_api: bool = False
+    """Start once the api-server answers (a process that gives up when it cannot reach it)."""
 
 
 class ExecutorStack:

@@ -33,6 +33,8 @@ class EdgeExecutorStack(ExecutorStack):
                 WORKER,
                 worker_args("demo-edge-worker", folder / "edge-worker.pid", ("default",), concurrency=2),
                 env={"AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(folder)},
+                # A worker registers at once and gives up after a few failed attempts.
+                after_api=True,
             )
         ]
 
