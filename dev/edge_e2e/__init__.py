@@ -10,6 +10,10 @@ own too: the log chunks a worker pushes land there and in the ``edge_logs`` tabl
 Stopping order matters: an edge worker reports itself offline through the api-server when it
 shuts down, so the workers stop first, then scheduler(s) and dag-processor, then the api-server.
 :func:`executor_config` is the configuration the demo (``dev/demo_stack/stacks/edge.py``) shares.
+
+Run the tests with ``PYTHONPATH=dev .venv/bin/python -m pytest dev/tests/test_edge_callbacks_e2e.py -m e2e``
+(PostgreSQL from ``dev/services ensure postgres``); ``CALLBACK_E2E_KEEP=1`` keeps each stack's home
+(``/tmp/edge-e2e-*``: ``process-logs/``, ``logs-<worker>/``, ``logs-api-server/``, ``markers.jsonl``).
 """
 
 from __future__ import annotations
