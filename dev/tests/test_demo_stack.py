@@ -752,3 +752,24 @@ def test_edge_stack_runs_a_worker_with_its_own_log_folder_and_stops_it_first(tmp
     ]
     assert stack.executor_label("airflow.providers.edge3.executors.EdgeExecutor") == "EdgeExecutor"
     assert stack.executor_label(None) == "EdgeExecutor"
+
+
+def test_runner_stops_the_components_in_the_groups_of_its_stack(monkeypatch, tmp_path):
+    from demo_stack import runner as runner_module
+
+    groups: list[list[str]] = []
+
+    def fake_stop(procs_, **kwargs):
+        groups.append([proc.name for proc in procs_])
+        return []
+
+    monkeypatch.setattr(runner_module, "stop_processes", fake_stop)
+    demo = runner_module.DemoRunner(runner_module.Options(python=sys.executable), get_stack("EdgeExecutor"))
+    names = ["api-server", "scheduler", "dag-processor", "triggerer", "edge-worker"]
+    demo.procs = [procs.ManagedProcess(name, ["true"], tmp_path / name) for name in names]
+    demo._teardown()
+    assert [group for group in groups if group] == [
+        ["edge-worker"],
+        ["scheduler", "dag-processor", "triggerer"],
+        ["api-server"],
+    ]
