@@ -88,21 +88,29 @@ class AirflowStack:
     :param python: the interpreter of the virtualenv Airflow is installed in.
     :param backend: ``"sqlite"`` or ``"postgres"`` (a database of its own, dropped on exit).
     :param config: extra ``AIRFLOW__*`` variables for every component.
+
+    Hooks for harnesses built on it (``dev/edge_e2e``): ``root_prefix`` and ``db_prefix`` name the
+    throwaway home and database, ``component_config`` holds configuration of one component
+    (by name, also for the api-server and dag-processor that ``__enter__`` starts), and
+    :meth:`stop_groups` says in which order the components are stopped.
     """
+
+    root_prefix = "airflow-cb-e2e-"
+    db_prefix = "airflow_cb_e2e_"
 
     def __init__(self, python: str, backend: str = "sqlite", config: Mapping[str, str] | None = None):
         if backend not in ("sqlite", "postgres"):
             raise ValueError(f"backend must be sqlite or postgres, not {backend!r}")
         self.python = python
         self.backend = backend
-        self.root = Path(tempfile.mkdtemp(prefix="airflow-cb-e2e-"))
+        self.root = Path(tempfile.mkdtemp(prefix=self.root_prefix))
         self.home = DemoHome(self.root)
         self.home.create(dags_source=DAGS)
         self.markers = self.root / "markers.jsonl"
         self.api_port = find_free_port(LOOPBACK)
         # Patient: a 2-core machine running 200 runs answers slowly.
         self.api = AirflowApi(f"http://{LOOPBACK}:{self.api_port}", timeout=30)
-        self.db_name = f"airflow_cb_e2e_{uuid.uuid4().hex[:10]}" if backend == "postgres" else None
+        self.db_name = f"{self.db_prefix}{uuid.uuid4().hex[:10]}" if backend == "postgres" else None
         cfg = airflow_config(self.home, self.api_port)
         cfg[MARKER_ENV] = str(self.markers)
         if self.db_name:
@@ -111,6 +119,7 @@ class AirflowStack:
             )
         cfg.update(config or {})
         self.config = cfg
+        self.component_config: dict[str, dict[str, str]] = {}
         self.procs: dict[str, ManagedProcess] = {}
         self._engine = None
 
@@ -128,13 +137,22 @@ class AirflowStack:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        stop_processes(list(self.procs.values()), grace=10)
-        if self._engine is not None:
-            self._engine.dispose()
-        if self.db_name:
-            self._psql(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-        if not os.environ.get("CALLBACK_E2E_KEEP"):
-            shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            for group in self.stop_groups():
+                stop_processes([self.procs[name] for name in group], grace=10)
+            # Whatever a group left out.
+            stop_processes(list(self.procs.values()), grace=10)
+        finally:
+            if self._engine is not None:
+                self._engine.dispose()
+            if self.db_name:
+                self._psql(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+            if not os.environ.get("CALLBACK_E2E_KEEP"):
+                shutil.rmtree(self.root, ignore_errors=True)
+
+    def stop_groups(self) -> list[list[str]]:
+        """Names of the components to stop, group after group (each group at once); default: all together."""
+        return [list(self.procs)]
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         return child_environment(os.environ, {**self.config, **(extra or {})})
@@ -146,7 +164,7 @@ class AirflowStack:
         proc = ManagedProcess(
             name, [self.python, "-m", "airflow", *airflow_args], self.home.process_log(name)
         )
-        proc.start(self.env(config), cwd=self.root)
+        proc.start(self.env({**self.component_config.get(name, {}), **(config or {})}), cwd=self.root)
         self.procs[name] = proc
         return proc
 

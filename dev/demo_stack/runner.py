@@ -111,6 +111,7 @@ class DemoRunner:
         self.timings = Timings()
         self.home: DemoHome | None = None
         self.procs: list[ManagedProcess] = []
+        self._after_api: list[ProcessSpec] = []
         self.env: dict[str, str] = {}
         self.api: AirflowApi | None = None
         self.ctx: StackContext | None = None
@@ -246,11 +247,16 @@ class DemoRunner:
     def _start_components(self) -> None:
         assert self.home is not None and self.ctx is not None
         specs = list(CORE_COMPONENTS) + self.stack.extra_processes(self.ctx)
+        self._after_api = [spec for spec in specs if spec.after_api]
+        self._start([spec for spec in specs if not spec.after_api])
+
+    def _start(self, specs: list[ProcessSpec]) -> None:
+        assert self.home is not None
         for spec in specs:
             proc = ManagedProcess(
                 spec.name, self._airflow(*spec.airflow_args), self.home.process_log(spec.name)
             )
-            proc.start(self.env, cwd=self.home.root)
+            proc.start({**self.env, **spec.env}, cwd=self.home.root)
             self.procs.append(proc)
             self.log(f"started {spec.name} (pid {proc.pid}, log {proc.log_path})")
 
@@ -277,6 +283,8 @@ class DemoRunner:
         status = {name: str(value.get("status")) for name, value in health.items() if isinstance(value, dict)}
         self.log("api-server up; health: " + ", ".join(f"{k}={v}" for k, v in sorted(status.items())))
         self.mark("api-server healthy")
+        # Processes that talk to the api-server from their start (an edge worker registers).
+        self._start(self._after_api)
         self._check_listeners()
 
         pending = {scenario.dag_id for scenario in self.scenarios}
@@ -482,9 +490,15 @@ class DemoRunner:
     def _teardown(self) -> None:
         if self.procs:
             self.log(f"stopping {len(self.procs)} components (grace {self.options.grace:.0f}s) ...")
-            survivors = stop_processes(
-                self.procs, grace=self.options.grace, log=self.log, hurry=lambda: self._hurry
-            )
+            by_name = {proc.name: proc for proc in self.procs}
+            groups = [[by_name[name] for name in group] for group in self.stack.stop_groups(list(by_name))]
+            grouped = {proc.name for group in groups for proc in group}
+            groups.append([proc for proc in self.procs if proc.name not in grouped])
+            survivors = []
+            for group in groups:
+                survivors += stop_processes(
+                    group, grace=self.options.grace, log=self.log, hurry=lambda: self._hurry
+                )
             if survivors:
                 self.log(f"WARNING: processes still alive after SIGKILL: {survivors}")
             else:

@@ -658,7 +658,7 @@ def test_script_brings_tree_and_venv_up_to_date_first(tmp_path):
     (fake_repo / "dev" / "demo_stack").symlink_to(REPO / "dev" / "demo_stack")
     env = {key: value for key, value in os.environ.items() if key != "DEMO_PYTHON"}
     proc = subprocess.run(
-        [str(fake_repo / "scripts" / "demo"), "--executor", "EdgeExecutor"],
+        [str(fake_repo / "scripts" / "demo"), "--executor", "CeleryExecutor"],
         env=env,
         capture_output=True,
         text=True,
@@ -667,7 +667,7 @@ def test_script_brings_tree_and_venv_up_to_date_first(tmp_path):
     )
     assert calls.read_text().split() == ["materialize", "env"]
     assert (fake_repo / ".venv" / "bin" / "python").exists()
-    assert proc.returncode == EXIT_USAGE and "EdgeExecutor" in proc.stderr
+    assert proc.returncode == EXIT_USAGE and "CeleryExecutor" in proc.stderr
 
 
 # ------------------------------------------------------------------- end to end
@@ -683,7 +683,7 @@ def _demo_python() -> str | None:
 @pytest.mark.e2e
 @pytest.mark.parametrize(
     ("executor", "budget"),
-    [("LocalExecutor", 150), ("KubernetesExecutor", 300)],
+    [("LocalExecutor", 150), ("KubernetesExecutor", 300), ("EdgeExecutor", 240)],
 )
 def test_demo_end_to_end(tmp_path, executor, budget):
     python = _demo_python()
@@ -731,3 +731,45 @@ def test_demo_end_to_end(tmp_path, executor, budget):
     # Everything was stopped and the throwaway home removed.
     assert "all components stopped" in proc.stdout
     assert not Path(result["airflow_home"]).exists()
+
+
+def test_edge_stack_runs_a_worker_with_its_own_log_folder_and_stops_it_first(tmp_path):
+    stack = get_stack("EdgeExecutor")
+    ctx = StackContext(airflow_home=tmp_path, python=sys.executable, api_url="http://127.0.0.1:8793", env={})
+    config = stack.config(ctx)
+    assert config["AIRFLOW__CORE__EXECUTOR"] == "airflow.providers.edge3.executors.EdgeExecutor"
+    assert config["AIRFLOW__EDGE__API_URL"] == "http://127.0.0.1:8793/edge_worker/v1/rpcapi"
+    (worker,) = stack.extra_processes(ctx)
+    assert worker.airflow_args[:2] == ("edge", "worker")
+    assert worker.after_api
+    folder = Path(worker.env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"])
+    assert folder.is_dir() and folder.parent == tmp_path
+    names = ["api-server", "scheduler", "dag-processor", "triggerer", worker.name]
+    assert stack.stop_groups(names) == [
+        [worker.name],
+        ["scheduler", "dag-processor", "triggerer"],
+        ["api-server"],
+    ]
+    assert stack.executor_label("airflow.providers.edge3.executors.EdgeExecutor") == "EdgeExecutor"
+    assert stack.executor_label(None) == "EdgeExecutor"
+
+
+def test_runner_stops_the_components_in_the_groups_of_its_stack(monkeypatch, tmp_path):
+    from demo_stack import runner as runner_module
+
+    groups: list[list[str]] = []
+
+    def fake_stop(procs_, **kwargs):
+        groups.append([proc.name for proc in procs_])
+        return []
+
+    monkeypatch.setattr(runner_module, "stop_processes", fake_stop)
+    demo = runner_module.DemoRunner(runner_module.Options(python=sys.executable), get_stack("EdgeExecutor"))
+    names = ["api-server", "scheduler", "dag-processor", "triggerer", "edge-worker"]
+    demo.procs = [procs.ManagedProcess(name, ["true"], tmp_path / name) for name in names]
+    demo._teardown()
+    assert [group for group in groups if group] == [
+        ["edge-worker"],
+        ["scheduler", "dag-processor", "triggerer"],
+        ["api-server"],
+    ]

@@ -38,3 +38,7 @@ _deadline_dag("e2e_deadline_fails", fail=True)
 _deadline_dag("e2e_deadline_slow", seconds=25)
 _deadline_dag("e2e_deadline_watch", seconds=15)
 _deadline_dag("e2e_deadline_burst")
+# 10 kB of kwargs: the workload an executor stores for the callback is larger than 10 kB.
+_deadline_dag("e2e_deadline_big", payload="x" * 10_240)
+_deadline_dag("e2e_deadline_queue")
+_deadline_dag("e2e_deadline_killed", seconds=25)

@@ -9,17 +9,18 @@ worker and broker, a fake Kubernetes cluster...).  Add a harness by subclassing
 from __future__ import annotations
 
 from demo_stack.stacks.base import ExecutorStack, StackContext, UnsupportedExecutor
+from demo_stack.stacks.edge import EdgeExecutorStack
 from demo_stack.stacks.kubernetes import KubernetesExecutorStack
 from demo_stack.stacks.local import LocalExecutorStack
 
 STACKS: dict[str, type[ExecutorStack]] = {
     LocalExecutorStack.name: LocalExecutorStack,
     KubernetesExecutorStack.name: KubernetesExecutorStack,
+    EdgeExecutorStack.name: EdgeExecutorStack,
 }
 
 # Executors we intend to support; their harness does not exist yet.
 PLANNED: dict[str, str] = {
-    "EdgeExecutor": "an Edge worker (airflow edge worker) next to the api-server",
     "CeleryExecutor": "a broker, a result backend and a Celery worker",
 }
 

@@ -28,6 +28,10 @@ class ProcessSpec:
 
     name: str
     airflow_args: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Extra environment of this process only (e.g. a worker's own log folder)."""
+    after_api: bool = False
+    """Start once the api-server answers (a process that gives up when it cannot reach it)."""
 
 
 class ExecutorStack:
@@ -43,6 +47,10 @@ class ExecutorStack:
     def extra_processes(self, ctx: StackContext) -> list[ProcessSpec]:
         """Processes to start in addition to api-server, scheduler, dag-processor, triggerer."""
         return []
+
+    def stop_groups(self, names: list[str]) -> list[list[str]]:
+        """The started components' ``names`` in the groups to stop one after the other; default: all at once."""
+        return [names]
 
     def setup(self, ctx: StackContext) -> None:
         """Prepare external resources (a cluster, a broker...) before Airflow starts."""
