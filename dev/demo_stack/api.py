@@ -46,6 +46,16 @@ class AirflowApi:
     def health(self) -> dict[str, Any]:
         return self.request("GET", "/api/v2/monitor/health")
 
+    def warm_execution_api(self, timeout: float = 180.0) -> None:
+        """
+        Make the api-server build the execution API's routes now, not on a worker's first call.
+
+        The api-server builds them on the first request to ``/execution`` (seconds of CPU on a slow
+        machine), and serves nothing else meanwhile: an edge worker whose heartbeats wait that
+        long is taken for dead.
+        """
+        AirflowApi(self.base_url, timeout=timeout).request("GET", "/execution/health")
+
     def get_dag(self, dag_id: str) -> dict[str, Any]:
         return self.request("GET", f"/api/v2/dags/{_q(dag_id)}")
 

@@ -284,6 +284,8 @@ class DemoRunner:
         self.log("api-server up; health: " + ", ".join(f"{k}={v}" for k, v in sorted(status.items())))
         self.mark("api-server healthy")
         # Processes that talk to the api-server from their start (an edge worker registers).
+        if self._after_api:
+            self.api.warm_execution_api()
         self._start(self._after_api)
         self._check_listeners()
 

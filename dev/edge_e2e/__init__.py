@@ -101,6 +101,11 @@ class EdgeStack(AirflowStack):
         return f"{HOSTNAME_PREFIX}{name}"
 
     # -- processes -------------------------------------------------------------------------------
+    def wait_healthy(self, timeout: float = 120) -> None:
+        """The api-server answers, with the execution API built (see ``AirflowApi.warm_execution_api``)."""
+        super().wait_healthy(timeout)
+        self.api.warm_execution_api()
+
     def worker(
         self,
         name: str = "worker",

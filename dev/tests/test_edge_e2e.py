@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,36 @@ def test_callback_log_files_are_found_by_callback_id(tmp_path):
     assert EdgeStack.callback_log_files(tmp_path, "0123-id") == [log]
     assert EdgeStack.callback_log_files(tmp_path, "other") == []
     assert EdgeStack.callback_log_files(tmp_path / "missing", "0123-id") == []
+
+
+def test_warm_execution_api_asks_the_execution_api_once_and_waits_for_it():
+    """The warm-up is one GET of the execution API's health, with a timeout longer than the default."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from demo_stack.api import AirflowApi
+
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            time.sleep(0.3)  # longer than the client's default timeout below
+            body = b'{"status": "healthy"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        AirflowApi(f"http://127.0.0.1:{server.server_port}", timeout=0.1).warm_execution_api(timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == ["/execution/health"]
