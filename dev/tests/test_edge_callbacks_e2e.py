@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -130,7 +131,22 @@ def _assert_log_everywhere(stack: EdgeStack, callback: dict, text: str) -> str:
     assert text in pushed, f"edge_logs of the callback: {pushed[-2000:]!r}\n{stack.logs()}"
     on_api = stack.callback_log(stack.api_log_folder, callback["id"])
     assert text in on_api, f"log in the api-server's log folder: {on_api[-2000:]!r}"
+    shown = _log_through_the_api(stack, callback)
+    assert text in shown, f"the callback's log as the api-server serves it: {shown[-2000:]!r}"
     return holders[0]
+
+
+def _log_through_the_api(stack: EdgeStack, callback: dict) -> str:
+    """The log of a Deadline Alert callback as the UI reads it from the api-server."""
+    dag_id = callback["data"]["dag_id"]
+    ((run_id,),) = stack.query(
+        "SELECT run_id FROM dag_run WHERE id = :id", id=int(callback["data"]["dag_run_id"])
+    )
+    path = f"/ui/dags/{quote(dag_id)}/dagRuns/{quote(run_id, safe='')}/callbacks/{callback['id']}/logs"
+    content = stack.api.request("GET", path)["content"]
+    return "\n".join(
+        str(line.get("event", line)) if isinstance(line, dict) else str(line) for line in content
+    )
 
 
 # ---------------------------------------------------------------------------------------------- SQLite
