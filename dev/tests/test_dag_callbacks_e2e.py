@@ -163,7 +163,11 @@ def test_two_schedulers_run_each_of_200_callbacks_once():
         callbacks = stack.dag_callbacks()
         markers = [m for m in stack.read_markers() if m.name == "burst"]
         assert len(callbacks) == runs
-        assert Counter(c["state"] for c in callbacks) == {"success": runs}
+        # Once in CI (not reproduced since) all 200 ended failed: say why if it happens again.
+        outputs = Counter((c["output"] or "")[:300] for c in callbacks if c["state"] != "success")
+        assert Counter(c["state"] for c in callbacks) == {"success": runs}, (
+            f"outputs of the callbacks that did not succeed: {outputs.most_common(3)}\n{stack.logs()}"
+        )
         ran = Counter(m.run_id for m in markers)
         assert set(ran) == run_ids
         assert [run for run, count in ran.items() if count > 1] == []
