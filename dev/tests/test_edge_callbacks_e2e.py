@@ -149,6 +149,25 @@ def _log_through_the_api(stack: EdgeStack, callback: dict) -> str:
     )
 
 
+def _check_succeeds_once_with_its_log(stack: EdgeStack) -> None:
+    stack.trigger("e2e_deadline_ok", "ok-1")
+
+    callback = _wait_finished(stack, "e2e_deadline_ok")
+    assert callback["state"] == "success", (callback["output"], stack.logs())
+    assert _phases(stack, "e2e_deadline_ok") == {"started": 1, "ended": 1}
+    _assert_log_everywhere(stack, callback, SUCCESS_LOG)
+
+
+def _check_fails_with_reason_and_log(stack: EdgeStack) -> None:
+    stack.trigger("e2e_deadline_fails", "fails-1")
+
+    callback = _wait_finished(stack, "e2e_deadline_fails")
+    assert callback["state"] == "failed", (callback["output"], stack.logs())
+    _assert_reason(callback, "deadline")
+    assert _phases(stack, "e2e_deadline_fails") == {"started": 1}, "run once, not retried"
+    _assert_log_everywhere(stack, callback, "fails on purpose")
+
+
 # ---------------------------------------------------------------------------------------------- SQLite
 
 
@@ -162,24 +181,11 @@ def sqlite_edge():
 
 
 def test_sqlite_deadline_callback_succeeds_once_with_its_log(sqlite_edge):
-    stack = sqlite_edge
-    stack.trigger("e2e_deadline_ok", "ok-1")
-
-    callback = _wait_finished(stack, "e2e_deadline_ok")
-    assert callback["state"] == "success", (callback["output"], stack.logs())
-    assert _phases(stack, "e2e_deadline_ok") == {"started": 1, "ended": 1}
-    _assert_log_everywhere(stack, callback, SUCCESS_LOG)
+    _check_succeeds_once_with_its_log(sqlite_edge)
 
 
 def test_sqlite_failing_callback_ends_failed_with_reason_and_log(sqlite_edge):
-    stack = sqlite_edge
-    stack.trigger("e2e_deadline_fails", "fails-1")
-
-    callback = _wait_finished(stack, "e2e_deadline_fails")
-    assert callback["state"] == "failed", (callback["output"], stack.logs())
-    _assert_reason(callback, "deadline")
-    assert _phases(stack, "e2e_deadline_fails") == {"started": 1}, "run once, not retried"
-    _assert_log_everywhere(stack, callback, "fails on purpose")
+    _check_fails_with_reason_and_log(sqlite_edge)
 
 
 # ------------------------------------------------------------------------------------------ PostgreSQL
@@ -215,22 +221,11 @@ def pg(pg_edge):
 
 
 def test_postgres_deadline_callback_succeeds_once_with_its_log(pg):
-    pg.trigger("e2e_deadline_ok", "ok-1")
-
-    callback = _wait_finished(pg, "e2e_deadline_ok")
-    assert callback["state"] == "success", (callback["output"], pg.logs())
-    assert _phases(pg, "e2e_deadline_ok") == {"started": 1, "ended": 1}
-    _assert_log_everywhere(pg, callback, SUCCESS_LOG)
+    _check_succeeds_once_with_its_log(pg)
 
 
 def test_postgres_failing_callback_ends_failed_with_reason_and_log(pg):
-    pg.trigger("e2e_deadline_fails", "fails-1")
-
-    callback = _wait_finished(pg, "e2e_deadline_fails")
-    assert callback["state"] == "failed", (callback["output"], pg.logs())
-    _assert_reason(callback, "deadline")
-    assert _phases(pg, "e2e_deadline_fails") == {"started": 1}, "run once, not retried"
-    _assert_log_everywhere(pg, callback, "fails on purpose")
+    _check_fails_with_reason_and_log(pg)
 
 
 def test_callback_for_queue_other_runs_only_on_the_worker_of_that_queue(pg):
