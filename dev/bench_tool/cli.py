@@ -102,7 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--python", default=str(DEFAULT_PYTHON), help="Python of the Airflow virtualenv")
     parser.add_argument("--keep", action="store_true", help="keep the AIRFLOW_HOMEs and the database(s)")
+    parser.add_argument(
+        "--executor-config",
+        action="append",
+        default=[],
+        type=config_setting,
+        metavar="SECTION.KEY=VALUE",
+        help="Airflow option for the executor path's stack only, e.g. "
+        "callbacks.dag_fork_server_idle_timeout=0 (repeatable); recorded in the results",
+    )
     return parser
+
+
+def config_setting(text: str) -> tuple[str, str]:
+    """Parse ``section.key=value`` into the ``AIRFLOW__SECTION__KEY`` variable and its value."""
+    name, sep, value = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key or "." in key:
+        raise argparse.ArgumentTypeError(f"expected SECTION.KEY=VALUE, got {text!r}")
+    return f"AIRFLOW__{section.upper()}__{key.upper()}", value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -141,5 +159,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep=args.keep,
         label=label,
         mode=mode,
+        executor_config=dict(args.executor_config),
     )
     return Bench(options).run(render)

@@ -56,6 +56,100 @@ def time_supervised(runs: int) -> list[float]:
     return durations
 
 
+DAG_CALLBACK_FILE = "bench_percall_dag.py"
+DAG_CALLBACK_DAG_ID = "bench_percall_dag"
+DAG_CALLBACK_BUNDLE = "bench-percall"
+# A small DAG like the bench's: three TaskFlow tasks and a no-op on_failure_callback.
+DAG_CALLBACK_SOURCE = f"""\
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import DAG, task
+
+
+def on_failure(context):
+    return None
+
+
+with DAG(
+    dag_id="{DAG_CALLBACK_DAG_ID}",
+    schedule=None,
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    on_failure_callback=on_failure,
+):
+
+    @task
+    def extract():
+        return 1
+
+    @task
+    def transform(value):
+        return value + 1
+
+    @task
+    def load(value):
+        print(value)
+
+    load(transform(extract()))
+"""
+FORK_SERVER_OPTION = "AIRFLOW__CALLBACKS__DAG_FORK_SERVER_IDLE_TIMEOUT"
+
+
+def configure_dag_bundle(directory: Path) -> None:
+    """Write the DAG file and point a local bundle at it; before Airflow reads its configuration."""
+    (directory / DAG_CALLBACK_FILE).write_text(DAG_CALLBACK_SOURCE, encoding="utf-8")
+    os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
+        [
+            {
+                "name": DAG_CALLBACK_BUNDLE,
+                "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                "kwargs": {"path": str(directory)},
+            }
+        ]
+    )
+
+
+def time_dag_callback(runs: int, *, fork_server: bool) -> list[float]:
+    """``supervise_callback`` of a DAG's on_failure_callback (``dag_attribute``); fork server on or off."""
+    from airflow.sdk.api.datamodels._generated import BundleInfo
+    from airflow.sdk.execution_time.callback_supervisor import supervise_callback
+
+    os.environ[FORK_SERVER_OPTION] = "30" if fork_server else "0"
+    client = FakeClient()
+    data = {
+        "kind": "dag_run",
+        "dag_id": DAG_CALLBACK_DAG_ID,
+        "run_id": "bench",
+        "attribute": "on_failure_callback",
+        "reason": "task_failure",
+    }
+    durations = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        code = supervise_callback(
+            id=str(uuid.uuid4()),
+            dag_rel_path=Path(DAG_CALLBACK_FILE),
+            fetch_method="dag_attribute",
+            callback_data=data,
+            bundle_info=BundleInfo(name=DAG_CALLBACK_BUNDLE, version=None),
+            client=client,  # type: ignore[arg-type]
+        )
+        durations.append(time.perf_counter() - start)
+        if code != 0:
+            raise RuntimeError(f"supervise_callback returned {code}")
+    return durations
+
+
+def _dag_callbacks_supported() -> bool:
+    import inspect
+
+    from airflow.sdk.execution_time.callback_supervisor import supervise_callback
+
+    return "fetch_method" in inspect.signature(supervise_callback).parameters
+
+
 def _floor_child() -> None:
     try:
         import airflow.sdk  # noqa: F401 - the floor includes importing the task SDK
@@ -91,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-percall-"))
     _write_noop_module(workdir)
     sys.path.insert(0, str(workdir))
+    configure_dag_bundle(workdir)
 
     cold_start = time.perf_counter()
     time_supervised(1)
@@ -107,9 +202,24 @@ def main(argv: list[str] | None = None) -> int:
         supervised += time_supervised(step)
         floor += time_fork_floor(step)
         done += step
+    # A DAG callback parses its DAG file in its own process, or is forked from a fork server that
+    # parsed it (task SDK versions that have one). Interleaved in chunks too.
+    dag_direct: list[float] = []
+    dag_forked: list[float] = []
+    if _dag_callbacks_supported():
+        time_dag_callback(args.warmup, fork_server=False)
+        time_dag_callback(args.warmup, fork_server=True)
+        done = 0
+        while done < args.runs:
+            step = min(chunk, args.runs - done)
+            dag_direct += time_dag_callback(step, fork_server=False)
+            dag_forked += time_dag_callback(step, fork_server=True)
+            done += step
     payload = {
         "supervise_callback": supervised,
         "fork_floor": floor,
+        "dag_callback_parsed_each_time": dag_direct,
+        "dag_callback_fork_server": dag_forked,
         "cold_first_supervise_callback": cold,
         "tail_threshold_seconds": TAIL_SECONDS,
     }

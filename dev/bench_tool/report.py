@@ -159,7 +159,10 @@ def render(payload: Mapping[str, Any]) -> str:
         for key, name in (
             ("supervise_callback", "supervise_callback(no-op)"),
             ("fork_floor", "fork + no-op (floor)"),
+            ("dag_callback_parsed_each_time", "DAG callback, file parsed per callback"),
+            ("dag_callback_fork_server", "DAG callback, forked from a fork server"),
         )
+        if key in pc
     ]
     parts += [
         "",

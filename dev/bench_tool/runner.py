@@ -70,6 +70,8 @@ class Options:
     event_timeout: float = 120.0
     trigger_threads: int = 4
     mode: str = "default"
+    # AIRFLOW__* settings for the executor path's stack only (A/B runs of an option).
+    executor_config: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -295,6 +297,8 @@ class Bench:
         names = ["proc", "exec"] if two else ["main"]
         for name in names:
             extra = {"AIRFLOW__CALLBACKS__DAG_CALLBACK_RUNNER": "executor"} if name == "exec" else {}
+            if name in ("exec", "main"):
+                extra.update(opts.executor_config)
             stack = Stack(
                 name,
                 self.root / name,
@@ -671,6 +675,10 @@ class Bench:
             results["per_callback"] = {
                 "supervise_callback": summarize(m.percall["supervise_callback"]),
                 "fork_floor": summarize(m.percall["fork_floor"]),
+                "dag_callback_parsed_each_time": summarize(
+                    m.percall.get("dag_callback_parsed_each_time", [])
+                ),
+                "dag_callback_fork_server": summarize(m.percall.get("dag_callback_fork_server", [])),
                 "cold_first_supervise_callback": m.percall.get("cold_first_supervise_callback"),
             }
         results["tails"] = self._tails()
@@ -755,6 +763,8 @@ class Bench:
         settings = dict(NON_DEFAULT_SETTINGS)
         if self.paths and self.options.executor_callback == "dag":
             settings["AIRFLOW__CALLBACKS__DAG_CALLBACK_RUNNER (executor stack)"] = "executor"
+        for key, value in self.options.executor_config.items():
+            settings[f"{key} (executor stack)"] = value
         return {
             "label": self.options.label,
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -518,3 +518,36 @@ def test_bench_smoke_end_to_end(tmp_path):
     )
     if shutil.which("psql") and listed.returncode == 0:
         assert "airflow_bench_e2e" not in listed.stdout  # dropped at the end
+
+
+def test_executor_config_names_the_airflow_variable():
+    from bench_tool.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["--executor-config", "callbacks.dag_fork_server_idle_timeout=0", "--executor-config", "core.x=a=b"]
+    )
+    assert dict(args.executor_config) == {
+        "AIRFLOW__CALLBACKS__DAG_FORK_SERVER_IDLE_TIMEOUT": "0",
+        "AIRFLOW__CORE__X": "a=b",
+    }
+
+
+@pytest.mark.parametrize("bad", ["no_equals", "nosection=1", ".key=1", "section.=1", "a.b.c=1"])
+def test_executor_config_refuses_what_is_not_section_key_value(bad, capsys):
+    from bench_tool.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--executor-config", bad])
+    assert "expected SECTION.KEY=VALUE" in capsys.readouterr().err
+
+
+def test_render_table_shows_dag_callback_costs_only_when_measured():
+    payload = _payload()
+    assert "DAG callback" not in report.render(payload)
+    payload["results"]["per_callback"]["dag_callback_parsed_each_time"] = {"n": 4, "p50": 0.1, "p99": 0.2}
+    payload["results"]["per_callback"]["dag_callback_fork_server"] = {"n": 4, "p50": 0.05, "p99": 0.06}
+    lines = report.render(payload).splitlines()
+    parsed = next(line for line in lines if line.startswith("DAG callback, file parsed per callback"))
+    forked = next(line for line in lines if line.startswith("DAG callback, forked from a fork server"))
+    assert "100.0ms" in parsed
+    assert "50.0ms" in forked
