@@ -186,7 +186,9 @@ def test_dag_run_callbacks_run_once_on_celery_and_read_a_variable(pg):
     try:
         callbacks = wait_for("three finished DAG run callbacks", finished, 120)
     except StackError as err:
-        pytest.fail(f"{err}; {[(c['data'].get('dag_id'), c['state']) for c in pg.dag_callbacks()]}\n{pg.logs()}")
+        pytest.fail(
+            f"{err}; {[(c['data'].get('dag_id'), c['state']) for c in pg.dag_callbacks()]}\n{pg.logs()}"
+        )
     time.sleep(2)
     markers = [m for m in pg.read_markers() if m.run_id in (failed_run, ok_run, api_run)]
     assert sorted((m.name, m.run_id) for m in markers) == sorted(
@@ -236,7 +238,9 @@ def test_burst_of_callbacks_runs_each_once(pg):
     assert _phases(pg, "e2e_deadline_burst") == {"started": BURST, "ended": BURST}
     dag_run_ids = {str(c["data"]["dag_run_id"]) for c in callbacks}
     assert len(dag_run_ids) == BURST, "one callback per run"
-    assert {r for (r,) in pg.query("SELECT run_id FROM dag_run WHERE dag_id = 'e2e_deadline_burst'")} == run_ids
+    assert {
+        r for (r,) in pg.query("SELECT run_id FROM dag_run WHERE dag_id = 'e2e_deadline_burst'")
+    } == run_ids
 
 
 def test_callback_running_while_the_scheduler_is_killed_is_reported_once(pg):
