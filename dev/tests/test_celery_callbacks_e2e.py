@@ -11,7 +11,8 @@ One PostgreSQL stack (result backend in the metadata database) is shared by most
 ``[celery] callback_queue = other``, a worker on ``default`` (tasks) and one on ``other``
 (callbacks), short heartbeats so that a killed scheduler is noticed within seconds. The test that
 kills the scheduler comes after the ones that do not. A SQLite stack with the Redis result backend
-runs one smoke test.
+runs one smoke test, first, before the PostgreSQL stack starts (two stacks at once on a 2-core
+machine take twice as long).
 """
 
 from __future__ import annotations
@@ -136,6 +137,17 @@ def _check_deadline_succeeds_once(stack: CeleryStack, run_id: str) -> str:
     return _assert_ran_once_with_log(stack, callback, SUCCESS_LOG)
 
 
+# ---------------------------------------------------------------------------------------------- SQLite
+
+
+def test_sqlite_with_the_redis_result_backend_runs_a_callback_once():
+    """First in the file: it runs before the shared PostgreSQL stack starts, not next to it."""
+    with CeleryStack(PYTHON, "sqlite", {"AIRFLOW__CORE__PARALLELISM": "4"}, result_backend="redis") as stack:
+        _start(stack, {"worker": ("default",)})
+        stack.wait_dags(["e2e_deadline_ok"])
+        assert _check_deadline_succeeds_once(stack, "sqlite-ok-1") == "worker"
+
+
 # ------------------------------------------------------------------------------------------ PostgreSQL
 
 
@@ -255,13 +267,3 @@ def test_callback_running_while_the_scheduler_is_killed_is_reported_once(pg):
     assert callback["state"] == "success", (callback["output"], pg.logs())
     assert _phases(pg, "e2e_deadline_watch") == {"started": 1, "ended": 1}
     _assert_ran_once_with_log(pg, callback, SUCCESS_LOG)
-
-
-# ---------------------------------------------------------------------------------------------- SQLite
-
-
-def test_sqlite_with_the_redis_result_backend_runs_a_callback_once():
-    with CeleryStack(PYTHON, "sqlite", {"AIRFLOW__CORE__PARALLELISM": "4"}, result_backend="redis") as stack:
-        _start(stack, {"worker": ("default",)})
-        stack.wait_dags(["e2e_deadline_ok"])
-        assert _check_deadline_succeeds_once(stack, "sqlite-ok-1") == "worker"
