@@ -9,10 +9,10 @@ its end, shows); the DAG run callbacks are those of ``e2e_dags.py``, run on the 
 
 One PostgreSQL stack (result backend in the metadata database) is shared by most tests:
 ``[celery] callback_queue = other``, a worker on ``default`` (tasks) and one on ``other``
-(callbacks), short heartbeats so that a killed scheduler is noticed within seconds. The test that
-kills the scheduler comes after the ones that do not. A SQLite stack with the Redis result backend
-runs one smoke test, first, before the PostgreSQL stack starts (two stacks at once on a 2-core
-machine take twice as long).
+(callbacks), short heartbeats so that a killed scheduler is noticed within seconds. The test
+that stops and kills the scheduler comes after the ones that do not. A SQLite stack with the
+Redis result backend runs one smoke test, first, before the PostgreSQL stack starts (two stacks
+at once on a 2-core machine take twice as long).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ DAGS = [
     "e2e_deadline_fails",
     "e2e_deadline_queue",
     "e2e_deadline_watch",
+    "e2e_deadline_slow",
     "e2e_deadline_burst",
     "e2e_fail",
     "e2e_ok",
@@ -255,15 +256,27 @@ def test_burst_of_callbacks_runs_each_once(pg):
     } == run_ids
 
 
-def test_callback_running_while_the_scheduler_is_killed_is_reported_once(pg):
-    pg.trigger("e2e_deadline_watch", "scheduler-killed-1")
-    wait_for("the callback to start", lambda: _phases(pg, "e2e_deadline_watch")["started"], 90)
-    (old,) = [name for name, proc in pg.procs.items() if name.startswith("scheduler") and proc.alive()]
+def _running_scheduler(stack: CeleryStack) -> str:
+    (name,) = [name for name, proc in stack.procs.items() if name.startswith("scheduler") and proc.alive()]
+    return name
 
-    pg.kill(old)
-    pg.scheduler(f"{old}-after-kill")
 
-    callback = _wait_finished(pg, "e2e_deadline_watch", timeout=120)
-    assert callback["state"] == "success", (callback["output"], pg.logs())
-    assert _phases(pg, "e2e_deadline_watch") == {"started": 1, "ended": 1}
-    _assert_ran_once_with_log(pg, callback, SUCCESS_LOG)
+def test_callbacks_running_while_the_scheduler_is_stopped_or_killed_are_reported_once(pg):
+    """SIGTERM, then SIGKILL, each while a callback runs: the next scheduler adopts it; it ends once."""
+    pg.trigger("e2e_deadline_slow", "scheduler-stopped-1")  # a 25 s callback
+    wait_for("the first callback to start", lambda: _phases(pg, "e2e_deadline_slow")["started"], 90)
+    stopped = _running_scheduler(pg)
+    pg.stop(stopped)  # SIGTERM: the scheduler ends its job and exits
+    pg.scheduler(f"{stopped}-after-stop")
+
+    pg.trigger("e2e_deadline_watch", "scheduler-killed-1")  # a 15 s callback
+    wait_for("the second callback to start", lambda: _phases(pg, "e2e_deadline_watch")["started"], 90)
+    killed = _running_scheduler(pg)
+    pg.kill(killed)  # SIGKILL: the job is left running, found dead by its heartbeat
+    pg.scheduler(f"{killed}-after-kill")
+
+    for dag_id in ("e2e_deadline_slow", "e2e_deadline_watch"):
+        callback = _wait_finished(pg, dag_id, timeout=120)
+        assert callback["state"] == "success", (dag_id, callback["output"], pg.logs())
+        assert _phases(pg, dag_id) == {"started": 1, "ended": 1}
+        _assert_ran_once_with_log(pg, callback, SUCCESS_LOG)
