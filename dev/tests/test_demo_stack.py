@@ -658,7 +658,7 @@ def test_script_brings_tree_and_venv_up_to_date_first(tmp_path):
     (fake_repo / "dev" / "demo_stack").symlink_to(REPO / "dev" / "demo_stack")
     env = {key: value for key, value in os.environ.items() if key != "DEMO_PYTHON"}
     proc = subprocess.run(
-        [str(fake_repo / "scripts" / "demo"), "--executor", "CeleryExecutor"],
+        [str(fake_repo / "scripts" / "demo"), "--executor", "NoSuchExecutor"],
         env=env,
         capture_output=True,
         text=True,
@@ -667,7 +667,7 @@ def test_script_brings_tree_and_venv_up_to_date_first(tmp_path):
     )
     assert calls.read_text().split() == ["materialize", "env"]
     assert (fake_repo / ".venv" / "bin" / "python").exists()
-    assert proc.returncode == EXIT_USAGE and "CeleryExecutor" in proc.stderr
+    assert proc.returncode == EXIT_USAGE and "NoSuchExecutor" in proc.stderr
 
 
 # ------------------------------------------------------------------- end to end
@@ -683,7 +683,7 @@ def _demo_python() -> str | None:
 @pytest.mark.e2e
 @pytest.mark.parametrize(
     ("executor", "budget"),
-    [("LocalExecutor", 150), ("KubernetesExecutor", 300), ("EdgeExecutor", 240)],
+    [("LocalExecutor", 150), ("KubernetesExecutor", 300), ("EdgeExecutor", 240), ("CeleryExecutor", 240)],
 )
 def test_demo_end_to_end(tmp_path, executor, budget):
     python = _demo_python()
@@ -752,6 +752,24 @@ def test_edge_stack_runs_a_worker_with_its_own_log_folder_and_stops_it_first(tmp
     ]
     assert stack.executor_label("airflow.providers.edge3.executors.EdgeExecutor") == "EdgeExecutor"
     assert stack.executor_label(None) == "EdgeExecutor"
+
+
+def test_celery_stack_runs_a_worker_without_a_log_server_and_stops_it_first(tmp_path):
+    stack = get_stack("CeleryExecutor")
+    ctx = StackContext(airflow_home=tmp_path, python=sys.executable, api_url="http://127.0.0.1:8793", env={})
+    (worker,) = stack.extra_processes(ctx)
+    args = worker.airflow_args
+    assert args[:2] == ("celery", "worker")
+    assert args[args.index("--queues") + 1] == "default"
+    assert args[args.index("--pid") + 1] == str(tmp_path / "celery-worker.pid")
+    assert "--skip-serve-logs" in args  # no log server on port 8793
+    names = ["api-server", "scheduler", "dag-processor", "triggerer", worker.name]
+    assert stack.stop_groups(names) == [
+        [worker.name],
+        ["scheduler", "dag-processor", "triggerer"],
+        ["api-server"],
+    ]
+    stack.teardown(ctx)  # nothing claimed yet: harmless
 
 
 def test_runner_stops_the_components_in_the_groups_of_its_stack(monkeypatch, tmp_path):

@@ -9,6 +9,7 @@ worker and broker, a fake Kubernetes cluster...).  Add a harness by subclassing
 from __future__ import annotations
 
 from demo_stack.stacks.base import ExecutorStack, StackContext, UnsupportedExecutor
+from demo_stack.stacks.celery import CeleryExecutorStack
 from demo_stack.stacks.edge import EdgeExecutorStack
 from demo_stack.stacks.kubernetes import KubernetesExecutorStack
 from demo_stack.stacks.local import LocalExecutorStack
@@ -17,12 +18,11 @@ STACKS: dict[str, type[ExecutorStack]] = {
     LocalExecutorStack.name: LocalExecutorStack,
     KubernetesExecutorStack.name: KubernetesExecutorStack,
     EdgeExecutorStack.name: EdgeExecutorStack,
+    CeleryExecutorStack.name: CeleryExecutorStack,
 }
 
 # Executors we intend to support; their harness does not exist yet.
-PLANNED: dict[str, str] = {
-    "CeleryExecutor": "a broker, a result backend and a Celery worker",
-}
+PLANNED: dict[str, str] = {}
 
 
 def get_stack(name: str) -> ExecutorStack:

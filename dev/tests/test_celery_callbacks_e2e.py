@@ -1,0 +1,284 @@
+"""End to end: executor callbacks on CeleryExecutor, run by real ``airflow celery worker`` processes.
+
+Each stack (``dev/celery_e2e``) runs api-server, scheduler, dag-processor and Celery workers from
+the patched tree's .venv, with the machine's Redis as broker (a Redis database of its own per
+stack). The Deadline Alert DAGs are ``dev/callback_e2e/dags/e2e_deadline_dags.py`` (a ``deadline``
+callable that writes a ``started`` and an ``ended`` marker, so a callback that ran twice, or not to
+its end, shows); the DAG run callbacks are those of ``e2e_dags.py``, run on the executor
+(``[callbacks] dag_callback_runner = executor``).
+
+One PostgreSQL stack (result backend in the metadata database) is shared by most tests:
+``[celery] callback_queue = other``, a worker on ``default`` (tasks) and one on ``other``
+(callbacks), short heartbeats so that a killed scheduler is noticed within seconds. The test
+that stops and kills the scheduler comes after the ones that do not. A SQLite stack with the
+Redis result backend runs one smoke test, first, before the PostgreSQL stack starts (two stacks
+at once on a 2-core machine take twice as long).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from callback_e2e.stack import StackError, wait_for
+from celery_e2e import CeleryStack
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+BLOCKED_POOL = "e2e_blocked"
+FINISHED = ("success", "failed")
+SUCCESS_LOG = "Callback executed successfully"
+OTHER_QUEUE = "other"
+GENERIC_FAILURE = "Execution failed"
+# 20 in CI (more than the 4 worker slots); CELERY_E2E_BURST=50 for the issue's 50.
+BURST = int(os.environ.get("CELERY_E2E_BURST", "20"))
+FAST_RECOVERY = {
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "6",
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "3",
+}
+DAGS = [
+    "e2e_deadline_ok",
+    "e2e_deadline_fails",
+    "e2e_deadline_queue",
+    "e2e_deadline_watch",
+    "e2e_deadline_slow",
+    "e2e_deadline_burst",
+    "e2e_fail",
+    "e2e_ok",
+    "e2e_api",
+]
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _start(stack: CeleryStack, workers: dict[str, tuple[str, ...]]) -> None:
+    stack.wait_healthy()
+    stack.api.warm_execution_api()
+    stack.api.request("POST", "/api/v2/pools", {"name": BLOCKED_POOL, "slots": 0})
+    for name, queues in workers.items():
+        stack.worker(name, queues, wait=False)
+    for name in workers:
+        stack.wait_worker(name)
+    stack.scheduler()
+
+
+def _callbacks(stack: CeleryStack, dag_id: str) -> list[dict]:
+    return [c for c in stack.executor_callbacks() if (c["data"].get("kwargs") or {}).get("name") == dag_id]
+
+
+def _phases(stack: CeleryStack, dag_id: str) -> Counter:
+    return Counter(m.extra["phase"] for m in stack.read_markers() if m.name == dag_id and m.extra)
+
+
+def _wait_finished(stack: CeleryStack, dag_id: str, timeout: float = 90) -> dict:
+    """The one callback of ``dag_id`` once it is success or failed; fails naming the stuck state and logs."""
+    try:
+        wait_for(
+            f"the callback of {dag_id} to finish",
+            lambda: any(c["state"] in FINISHED for c in _callbacks(stack, dag_id)),
+            timeout,
+        )
+    except StackError as err:
+        seen = [(c["id"], c["state"], c["output"]) for c in _callbacks(stack, dag_id)]
+        pytest.fail(f"{err}; callbacks {seen}\n{stack.logs()}")
+    time.sleep(2)  # a second report, or a second run, of the same callback would land now
+    callbacks = _callbacks(stack, dag_id)
+    assert len(callbacks) == 1, callbacks
+    return callbacks[0]
+
+
+def _ensure_scheduler(stack: CeleryStack) -> None:
+    if not any(name.startswith("scheduler") and proc.alive() for name, proc in stack.procs.items()):
+        stack.scheduler(f"scheduler-{len(stack.procs)}")
+
+
+def _assert_reason(callback: dict, mentions: str | None = None) -> None:
+    output = callback["output"] or ""
+    assert output and output != GENERIC_FAILURE, f"no reason in the callback's output: {output!r}"
+    if mentions:
+        assert mentions in output, f"the output does not name the failing callable: {output!r}"
+
+
+def _log_through_the_api(stack: CeleryStack, callback: dict) -> str:
+    """The log of a Deadline Alert callback as the UI reads it from the api-server."""
+    dag_id = callback["data"]["dag_id"]
+    ((run_id,),) = stack.query(
+        "SELECT run_id FROM dag_run WHERE id = :id", id=int(callback["data"]["dag_run_id"])
+    )
+    path = f"/ui/dags/{quote(dag_id)}/dagRuns/{quote(run_id, safe='')}/callbacks/{callback['id']}/logs"
+    content = stack.api.request("GET", path)["content"]
+    # Whole lines: a failure's reason is in a field of its own (``error_detail``), not in ``event``.
+    return "\n".join(json.dumps(line) if isinstance(line, dict) else str(line) for line in content)
+
+
+def _assert_ran_once_with_log(stack: CeleryStack, callback: dict, text: str) -> str:
+    """The callback ran on exactly one worker (returned); its log has ``text``, on disk and through the API."""
+    ran_on = stack.workers_that_ran(callback["id"])
+    assert len(ran_on) == 1, f"workers that ran the callback: {ran_on}\n{stack.logs()}"
+    on_disk = stack.callback_log(callback["id"])
+    assert text in on_disk, f"the callback's log file: {on_disk[-2000:]!r}"
+    shown = _log_through_the_api(stack, callback)
+    assert text in shown, f"the callback's log as the api-server serves it: {shown[-2000:]!r}"
+    return ran_on[0]
+
+
+def _check_deadline_succeeds_once(stack: CeleryStack, run_id: str) -> str:
+    stack.trigger("e2e_deadline_ok", run_id)
+    callback = _wait_finished(stack, "e2e_deadline_ok")
+    assert callback["state"] == "success", (callback["output"], stack.logs())
+    assert _phases(stack, "e2e_deadline_ok") == {"started": 1, "ended": 1}
+    return _assert_ran_once_with_log(stack, callback, SUCCESS_LOG)
+
+
+# ---------------------------------------------------------------------------------------------- SQLite
+
+
+def test_sqlite_with_the_redis_result_backend_runs_a_callback_once():
+    """First in the file: it runs before the shared PostgreSQL stack starts, not next to it."""
+    with CeleryStack(PYTHON, "sqlite", {"AIRFLOW__CORE__PARALLELISM": "4"}, result_backend="redis") as stack:
+        _start(stack, {"worker": ("default",)})
+        stack.wait_dags(["e2e_deadline_ok"])
+        assert _check_deadline_succeeds_once(stack, "sqlite-ok-1") == "worker"
+
+
+# ------------------------------------------------------------------------------------------ PostgreSQL
+
+
+@pytest.fixture(scope="module")
+def pg_celery():
+    config = {
+        **FAST_RECOVERY,
+        "AIRFLOW__CORE__PARALLELISM": "32",
+        "AIRFLOW__CELERY__CALLBACK_QUEUE": OTHER_QUEUE,
+    }
+    with CeleryStack(PYTHON, "postgres", config) as stack:
+        _start(stack, {"worker": ("default",), OTHER_QUEUE: (OTHER_QUEUE,)})
+        stack.wait_dags(DAGS)
+        stack.api.request("POST", "/api/v2/variables", {"key": "e2e_in", "value": "from-the-test"})
+        yield stack
+
+
+@pytest.fixture
+def pg(pg_celery):
+    """The PostgreSQL stack with a scheduler running (a test before may have killed it)."""
+    _ensure_scheduler(pg_celery)
+    return pg_celery
+
+
+def test_deadline_callback_succeeds_once_with_its_log(pg):
+    _check_deadline_succeeds_once(pg, "ok-1")
+
+
+def test_failing_deadline_callback_runs_once_and_ends_failed_with_a_reason(pg):
+    pg.trigger("e2e_deadline_fails", "fails-1")
+
+    callback = _wait_finished(pg, "e2e_deadline_fails")
+    assert callback["state"] == "failed", (callback["output"], pg.logs())
+    assert _phases(pg, "e2e_deadline_fails") == {"started": 1}, "run once, not retried"
+    _assert_reason(callback, "deadline")
+    _assert_ran_once_with_log(pg, callback, "fails on purpose")
+
+
+def test_dag_run_callbacks_run_once_on_celery_and_read_a_variable(pg):
+    failed_run = pg.trigger("e2e_fail", "dag-fail-1")
+    ok_run = pg.trigger("e2e_ok", "dag-ok-1")
+    api_run = pg.trigger("e2e_api", "dag-api-1", logical_date="2026-01-01T00:00:00+00:00")
+
+    def finished() -> dict:
+        done = {c["data"]["dag_id"]: c for c in pg.dag_callbacks() if c["state"] in FINISHED}
+        return done if len(done) == 3 else {}
+
+    try:
+        callbacks = wait_for("three finished DAG run callbacks", finished, 120)
+    except StackError as err:
+        pytest.fail(
+            f"{err}; {[(c['data'].get('dag_id'), c['state']) for c in pg.dag_callbacks()]}\n{pg.logs()}"
+        )
+    time.sleep(2)
+    markers = [m for m in pg.read_markers() if m.run_id in (failed_run, ok_run, api_run)]
+    assert sorted((m.name, m.run_id) for m in markers) == sorted(
+        [("fail_a", failed_run), ("fail_b", failed_run), ("ok", ok_run), ("api", api_run)]
+    ), pg.logs()
+    failure = callbacks["e2e_fail"]
+    assert failure["state"] == "failed"
+    assert failure["output"] == (
+        "1 of 3 callables of e2e_fail.on_failure_callback failed: e2e_callbacks.boom: "
+        "ValueError: boom on purpose"
+    )
+    assert callbacks["e2e_ok"]["state"] == "success", callbacks["e2e_ok"]["output"]
+    assert callbacks["e2e_api"]["state"] == "success", callbacks["e2e_api"]["output"]
+    (api,) = [m for m in markers if m.name == "api"]
+    assert api.extra == {"xcom": "pushed-value", "variable": "from-the-test", "previous_run": None}
+    for callback in callbacks.values():
+        assert pg.workers_that_ran(callback["id"]) == [OTHER_QUEUE], pg.logs()
+
+
+def test_callback_goes_to_the_configured_queue(pg):
+    pg.trigger("e2e_deadline_queue", "queue-1")
+
+    callback = _wait_finished(pg, "e2e_deadline_queue")
+    assert callback["state"] == "success", (callback["output"], pg.logs())
+    assert _phases(pg, "e2e_deadline_queue") == {"started": 1, "ended": 1}
+    assert _assert_ran_once_with_log(pg, callback, SUCCESS_LOG) == OTHER_QUEUE
+
+
+def test_burst_of_callbacks_runs_each_once(pg):
+    run_ids = {pg.trigger("e2e_deadline_burst", f"burst-{i:02d}") for i in range(BURST)}
+
+    def finished() -> bool:
+        return len([c for c in _callbacks(pg, "e2e_deadline_burst") if c["state"] in FINISHED]) >= BURST
+
+    try:
+        wait_for(f"{BURST} finished callbacks", finished, 180, poll=1)
+    except StackError as err:
+        states = Counter(c["state"] for c in _callbacks(pg, "e2e_deadline_burst"))
+        pytest.fail(f"{err}; states {states}\n{pg.logs()}")
+    time.sleep(2)
+    callbacks = _callbacks(pg, "e2e_deadline_burst")
+    assert len(callbacks) == BURST
+    assert Counter(c["state"] for c in callbacks) == {"success": BURST}, [
+        c["output"] for c in callbacks if c["state"] != "success"
+    ][:3]
+    # Every callback succeeded, so each started at least once: as many starts as callbacks is once each.
+    assert _phases(pg, "e2e_deadline_burst") == {"started": BURST, "ended": BURST}
+    dag_run_ids = {str(c["data"]["dag_run_id"]) for c in callbacks}
+    assert len(dag_run_ids) == BURST, "one callback per run"
+    assert {
+        r for (r,) in pg.query("SELECT run_id FROM dag_run WHERE dag_id = 'e2e_deadline_burst'")
+    } == run_ids
+
+
+def _running_scheduler(stack: CeleryStack) -> str:
+    (name,) = [name for name, proc in stack.procs.items() if name.startswith("scheduler") and proc.alive()]
+    return name
+
+
+def test_callbacks_running_while_the_scheduler_is_stopped_or_killed_are_reported_once(pg):
+    """SIGTERM, then SIGKILL, each while a callback runs: the next scheduler adopts it; it ends once."""
+    pg.trigger("e2e_deadline_slow", "scheduler-stopped-1")  # a 25 s callback
+    wait_for("the first callback to start", lambda: _phases(pg, "e2e_deadline_slow")["started"], 90)
+    stopped = _running_scheduler(pg)
+    pg.stop(stopped)  # SIGTERM: the scheduler ends its job and exits
+    pg.scheduler(f"{stopped}-after-stop")
+
+    pg.trigger("e2e_deadline_watch", "scheduler-killed-1")  # a 15 s callback
+    wait_for("the second callback to start", lambda: _phases(pg, "e2e_deadline_watch")["started"], 90)
+    killed = _running_scheduler(pg)
+    pg.kill(killed)  # SIGKILL: the job is left running, found dead by its heartbeat
+    pg.scheduler(f"{killed}-after-kill")
+
+    for dag_id in ("e2e_deadline_slow", "e2e_deadline_watch"):
+        callback = _wait_finished(pg, dag_id, timeout=120)
+        assert callback["state"] == "success", (dag_id, callback["output"], pg.logs())
+        assert _phases(pg, dag_id) == {"started": 1, "ended": 1}
+        _assert_ran_once_with_log(pg, callback, SUCCESS_LOG)
