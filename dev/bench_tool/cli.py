@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=config_setting,
         metavar="SECTION.KEY=VALUE",
         help="Airflow option for the executor path's stack only, e.g. "
-        "callbacks.dag_fork_server_idle_timeout=0 (repeatable); recorded in the results",
+        "callbacks.fork_server_idle_timeout=0 (repeatable); recorded in the results",
     )
     return parser
 

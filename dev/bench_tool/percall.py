@@ -94,7 +94,7 @@ with DAG(
 
     load(transform(extract()))
 """
-FORK_SERVER_OPTION = "AIRFLOW__CALLBACKS__DAG_FORK_SERVER_IDLE_TIMEOUT"
+FORK_SERVER_OPTION = "AIRFLOW__CALLBACKS__FORK_SERVER_IDLE_TIMEOUT"
 
 
 def configure_dag_bundle(directory: Path) -> None:

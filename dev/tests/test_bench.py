@@ -524,10 +524,10 @@ def test_executor_config_names_the_airflow_variable():
     from bench_tool.cli import build_parser
 
     args = build_parser().parse_args(
-        ["--executor-config", "callbacks.dag_fork_server_idle_timeout=0", "--executor-config", "core.x=a=b"]
+        ["--executor-config", "callbacks.fork_server_idle_timeout=0", "--executor-config", "core.x=a=b"]
     )
     assert dict(args.executor_config) == {
-        "AIRFLOW__CALLBACKS__DAG_FORK_SERVER_IDLE_TIMEOUT": "0",
+        "AIRFLOW__CALLBACKS__FORK_SERVER_IDLE_TIMEOUT": "0",
         "AIRFLOW__CORE__X": "a=b",
     }
 
