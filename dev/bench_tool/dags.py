@@ -148,8 +148,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.sdk import DAG, task
-
-with DAG(dag_id="{dag_id}", schedule=None, start_date=datetime(2024, 1, 1), catchup=False):
+{callback}
+with DAG(dag_id="{dag_id}", schedule=None, start_date=datetime(2024, 1, 1), catchup=False{dag_kwargs}):
 
     @task
     def extract():
@@ -165,6 +165,23 @@ with DAG(dag_id="{dag_id}", schedule=None, start_date=datetime(2024, 1, 1), catc
 
     load(transform(extract()))
 """
+
+
+NOOP_FAILURE_CALLBACK = """
+
+def on_failure(context):
+    return None
+
+"""
+
+
+def small_dag_source(dag_id: str, *, on_failure_callback: bool = False) -> str:
+    """A small Dag (three TaskFlow tasks), with a no-op ``on_failure_callback`` if asked."""
+    return FILLER_SOURCE.format(
+        dag_id=dag_id,
+        callback=NOOP_FAILURE_CALLBACK if on_failure_callback else "",
+        dag_kwargs=", on_failure_callback=on_failure" if on_failure_callback else "",
+    )
 
 
 def hold_dag_source(tasks: int) -> str:
@@ -190,6 +207,6 @@ def write_dags(folder: Path, fillers: int, deadline: bool, hold_tasks: int) -> l
         dag_ids.append(DEADLINE_DAG_ID)
     for index in range(fillers):
         dag_id = f"{FILLER_PREFIX}{index:03d}"
-        (folder / f"{dag_id}.py").write_text(FILLER_SOURCE.format(dag_id=dag_id), encoding="utf-8")
+        (folder / f"{dag_id}.py").write_text(small_dag_source(dag_id), encoding="utf-8")
         dag_ids.append(dag_id)
     return dag_ids

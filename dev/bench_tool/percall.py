@@ -17,6 +17,8 @@ import time
 import uuid
 from pathlib import Path
 
+from bench_tool.dags import small_dag_source
+
 NOOP_MODULE = "bench_noop_callback"
 TAIL_SECONDS = 5.0
 
@@ -59,41 +61,8 @@ def time_supervised(runs: int) -> list[float]:
 DAG_CALLBACK_FILE = "bench_percall_dag.py"
 DAG_CALLBACK_DAG_ID = "bench_percall_dag"
 DAG_CALLBACK_BUNDLE = "bench-percall"
-# A small DAG like the bench's: three TaskFlow tasks and a no-op on_failure_callback.
-DAG_CALLBACK_SOURCE = f"""\
-from __future__ import annotations
-
-from datetime import datetime
-
-from airflow.sdk import DAG, task
-
-
-def on_failure(context):
-    return None
-
-
-with DAG(
-    dag_id="{DAG_CALLBACK_DAG_ID}",
-    schedule=None,
-    start_date=datetime(2024, 1, 1),
-    catchup=False,
-    on_failure_callback=on_failure,
-):
-
-    @task
-    def extract():
-        return 1
-
-    @task
-    def transform(value):
-        return value + 1
-
-    @task
-    def load(value):
-        print(value)
-
-    load(transform(extract()))
-"""
+# A small DAG like the bench's fillers, with a no-op on_failure_callback.
+DAG_CALLBACK_SOURCE = small_dag_source(DAG_CALLBACK_DAG_ID, on_failure_callback=True)
 FORK_SERVER_OPTION = "AIRFLOW__CALLBACKS__FORK_SERVER_IDLE_TIMEOUT"
 
 
