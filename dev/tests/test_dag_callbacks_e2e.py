@@ -177,7 +177,14 @@ def test_two_schedulers_run_each_of_200_callbacks_once():
 
 @pytest.mark.e2e
 def test_callback_of_a_scheduler_killed_before_queueing_it_runs_once():
-    with AirflowStack(PYTHON, "postgres", {**EXECUTOR_MODE, "AIRFLOW__CORE__PARALLELISM": "1"}) as stack:
+    # One slot, and no callbacks held beyond it (core 0016), so scheduler A stores the callback
+    # but cannot queue it while the sleeping task holds the slot.
+    config = {
+        **EXECUTOR_MODE,
+        "AIRFLOW__CORE__PARALLELISM": "1",
+        "AIRFLOW__CALLBACKS__EXECUTOR_QUEUE_AHEAD": "0",
+    }
+    with AirflowStack(PYTHON, "postgres", config) as stack:
         stack.scheduler("scheduler-a")
         stack.wait_healthy()
         stack.wait_dags(["e2e_sleep", "e2e_timeout"])
