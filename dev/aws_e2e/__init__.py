@@ -33,6 +33,8 @@ CLUSTER = "airflow-e2e"
 TASK_FAMILY = "airflow-e2e-worker"
 CONTAINER = "airflow-worker"
 WORKER_IMAGE = "airflow-e2e/worker:local"
+LOG_GROUP = "/airflow-e2e/workers"
+LOG_STREAM_PREFIX = "ecs"
 
 
 def ecs_executor_config(max_run_task_attempts: int = 3) -> dict[str, str]:
@@ -58,6 +60,7 @@ def image_environment(env: Mapping[str, str], python: str) -> dict[str, str]:
 
 def create_ecs_resources(aws: FakeAws) -> None:
     """The cluster and the worker task definition the executor's configuration names."""
+    aws.client("logs").create_log_group(logGroupName=LOG_GROUP)
     ecs = aws.client("ecs")
     ecs.create_cluster(clusterName=CLUSTER)
     ecs.register_task_definition(
@@ -66,7 +69,22 @@ def create_ecs_resources(aws: FakeAws) -> None:
         # fake's containers are local processes either way.
         networkMode="bridge",
         containerDefinitions=[
-            {"name": CONTAINER, "image": WORKER_IMAGE, "memory": 512, "essential": True, "command": []}
+            {
+                "name": CONTAINER,
+                "image": WORKER_IMAGE,
+                "memory": 512,
+                "essential": True,
+                "command": [],
+                # As a real deployment would: the container's output in CloudWatch Logs.
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {
+                        "awslogs-group": LOG_GROUP,
+                        "awslogs-region": REGION,
+                        "awslogs-stream-prefix": LOG_STREAM_PREFIX,
+                    },
+                },
+            }
         ],
     )
 

@@ -33,7 +33,11 @@ handler, applied once per process while a :class:`FakeAws` runs; the ECS API's o
   no task and a ``failures`` entry (``RESOURCE:MEMORY`` by default), as ECS does when no capacity
   can place the task.
 
-Each task's container output goes to ``<logs_dir>/<task id>.log`` (CloudWatch Logs would have it).
+Each task's container output goes to ``<logs_dir>/<task id>.log``. When the task definition's
+container has an ``awslogs`` ``logConfiguration`` with a stream prefix, the agent also puts the
+output into CloudWatch Logs (moto's) when the container exits, in stream
+``<prefix>/<container name>/<task id>`` of the configured group, as ECS's ``awslogs`` driver names it
+(the group must exist, as without ``awslogs-create-group``).
 """
 
 from __future__ import annotations
@@ -323,6 +327,7 @@ class FakeAws:
                     continue
                 running.log.close()
                 del self._running[arn]
+                self._ship_logs(task)
                 self._stopped(task, code)
             for task in sorted(self.ecs_tasks(), key=lambda t: getattr(t, "created_at", _now())):
                 if task.last_status != "PENDING":
@@ -337,6 +342,28 @@ class FakeAws:
                 if len(self._running) >= self.capacity:
                     continue
                 self._launch(task)
+
+    def _ship_logs(self, task: Any) -> None:
+        """Put the container's output into CloudWatch Logs, as the ``awslogs`` log driver does."""
+        from moto.ecs.models import ecs_backends
+        from moto.logs.models import logs_backends
+
+        definition = ecs_backends[ACCOUNT_ID][REGION].describe_task_definition(task.task_definition_arn)
+        container_def = definition.container_definitions[0]
+        config = container_def.get("logConfiguration") or {}
+        options = config.get("options") or {}
+        if config.get("logDriver") != "awslogs" or "awslogs-stream-prefix" not in options:
+            return
+        region = options.get("awslogs-region", REGION)
+        group = logs_backends[ACCOUNT_ID][region].groups[options["awslogs-group"]]
+        stream = f"{options['awslogs-stream-prefix']}/{container_def['name']}/{task.id}"
+        if stream not in group.streams:
+            group.create_log_stream(stream)
+        now = int(time.time() * 1000)
+        lines = (self.logs_dir / f"{task.id}.log").read_text(errors="replace").splitlines()
+        events = [{"timestamp": now, "message": line} for line in lines if line.strip()]
+        if events:
+            group.put_log_events(stream, events)
 
     def _container(self, task: Any) -> tuple[list[str], dict[str, str]]:
         """The command and environment of the task's (first, essential) container."""

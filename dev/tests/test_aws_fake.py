@@ -198,3 +198,14 @@ def test_a_fake_that_stopped_leaves_no_container_running_and_no_state(tmp_path):
     assert running.proc.poll() is not None
     with FakeAws({"PATH": os.environ["PATH"]}, tmp_path, poll=0.05) as again:
         assert again.ecs_tasks() == []
+
+
+def test_the_output_of_a_container_with_awslogs_goes_to_its_cloudwatch_stream(aws):
+    from aws_e2e import LOG_GROUP, LOG_STREAM_PREFIX
+
+    arn = _run(aws, ["sh", "-c", "echo one; echo two; exit 1"])["tasks"][0]["taskArn"]
+    _wait_status(aws, arn, "STOPPED")
+
+    stream = f"{LOG_STREAM_PREFIX}/{CONTAINER}/{arn.split('/')[-1]}"
+    events = aws.client("logs").get_log_events(logGroupName=LOG_GROUP, logStreamName=stream)["events"]
+    assert [e["message"] for e in events] == ["one", "two"]

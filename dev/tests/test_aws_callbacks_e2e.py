@@ -1,0 +1,174 @@
+"""End to end: executor callbacks on AwsEcsExecutor, each run as an ECS task by dev/aws_e2e's fake.
+
+Each stack (``dev/aws_e2e``) runs api-server, scheduler and dag-processor, with moto in server mode
+in this test process and its agent running every ECS task's container command (the workload the
+executor submitted, ``python -m airflow.sdk.execution_time.execute_workload --json-string ...``)
+as a local process with the stack's virtualenv and configuration, then reporting the task
+``STOPPED`` with the container's real exit code, as ECS does. The Deadline Alert DAGs are
+``dev/callback_e2e/dags/e2e_deadline_dags.py`` (a ``deadline`` callable that writes a ``started``
+and an ``ended`` marker, so a callback run twice, or not to its end, shows); the DAG run
+callbacks are those of ``e2e_dags.py``, run on the executor (``[callbacks] dag_callback_runner =
+executor``), and their DAGs' tasks run on ECS too.
+
+One PostgreSQL stack on the patched core (``.venv``) is shared by most tests. A SQLite stack on
+the stable core (``.venv-stable``: core 3.3.2, our amazon provider) runs the Deadline Alert
+scenarios there, first in the file: before the PostgreSQL stack starts (one fake AWS per process, and
+two stacks at once on a 2-core machine take twice as long).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("moto")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aws_e2e import EcsStack
+from aws_e2e.fake import OVERRIDES_LIMIT
+from callback_e2e.stack import StackError, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+STABLE_PYTHON = str(ROOT / ".venv-stable" / "bin" / "python")
+BLOCKED_POOL = "e2e_blocked"
+FINISHED = ("success", "failed")
+GENERIC_FAILURE = "Execution failed"
+DAGS = ["e2e_deadline_ok", "e2e_deadline_fails", "e2e_deadline_big", "e2e_fail", "e2e_ok", "e2e_api"]
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _start(stack: EcsStack, dags: list[str]) -> None:
+    stack.wait_healthy()
+    stack.api.warm_execution_api()
+    stack.api.request("POST", "/api/v2/pools", {"name": BLOCKED_POOL, "slots": 0})
+    stack.scheduler()
+    stack.wait_dags(dags)
+
+
+def _callbacks(stack: EcsStack, dag_id: str) -> list[dict]:
+    return [c for c in stack.executor_callbacks() if (c["data"].get("kwargs") or {}).get("name") == dag_id]
+
+
+def _phases(stack: EcsStack, dag_id: str) -> Counter:
+    return Counter(m.extra["phase"] for m in stack.read_markers() if m.name == dag_id and m.extra)
+
+
+def _wait_finished(stack: EcsStack, dag_id: str, timeout: float = 120) -> dict:
+    """The one callback of ``dag_id`` once it is success or failed; fails naming the stuck state and logs."""
+    try:
+        wait_for(
+            f"the callback of {dag_id} to finish",
+            lambda: any(c["state"] in FINISHED for c in _callbacks(stack, dag_id)),
+            timeout,
+        )
+    except StackError as err:
+        seen = [(c["id"], c["state"], c["output"]) for c in _callbacks(stack, dag_id)]
+        pytest.fail(f"{err}; callbacks {seen}\n{stack.logs()}")
+    time.sleep(3)  # a resubmitted ECS task, or a second report, would show now
+    callbacks = _callbacks(stack, dag_id)
+    assert len(callbacks) == 1, callbacks
+    return callbacks[0]
+
+
+def _check_deadline_succeeds_once(stack: EcsStack, run_id: str) -> None:
+    stack.trigger("e2e_deadline_ok", run_id)
+    callback = _wait_finished(stack, "e2e_deadline_ok")
+    assert callback["state"] == "success", (callback["output"], stack.logs())
+    assert _phases(stack, "e2e_deadline_ok") == {"started": 1, "ended": 1}
+    (task,) = stack.ecs_tasks_for(callback["id"])
+    assert [c.exitCode for c in task.containers] == [0]
+    assert "Callback executed successfully" in stack.callback_log(callback["id"])
+
+
+def _check_failing_deadline_runs_once_with_its_reason(stack: EcsStack, run_id: str) -> None:
+    stack.trigger("e2e_deadline_fails", run_id)
+    callback = _wait_finished(stack, "e2e_deadline_fails")
+    assert callback["state"] == "failed", (callback["output"], stack.logs())
+    assert _phases(stack, "e2e_deadline_fails") == {"started": 1}, "the body ran more than once"
+    tasks = stack.ecs_tasks_for(callback["id"])
+    assert len(tasks) == 1, f"the failed callback was resubmitted: {len(tasks)} ECS tasks"
+    output = callback["output"] or ""
+    assert output != GENERIC_FAILURE, f"no reason in the callback's output: {output!r}"
+    assert "fails on purpose" in output, output
+
+
+# ------------------------------------------------------------------------------ stable core (3.3.2)
+
+
+@pytest.mark.skipif(
+    not os.path.exists(STABLE_PYTHON), reason="no .venv-stable (dev/series env --baseline stable)"
+)
+def test_stable_core_deadline_callbacks_succeed_once_and_fail_once_with_their_reason():
+    with EcsStack(STABLE_PYTHON, "sqlite", {"AIRFLOW__CORE__PARALLELISM": "4"}, capacity=2) as stack:
+        _start(stack, ["e2e_deadline_ok", "e2e_deadline_fails"])
+        _check_deadline_succeeds_once(stack, "stable-ok-1")
+        _check_failing_deadline_runs_once_with_its_reason(stack, "stable-fails-1")
+
+
+# ------------------------------------------------------------------------------------------ PostgreSQL
+
+
+@pytest.fixture(scope="module")
+def ecs():
+    with EcsStack(PYTHON, "postgres", {"AIRFLOW__CORE__PARALLELISM": "8"}, capacity=4) as stack:
+        _start(stack, DAGS)
+        stack.api.request("POST", "/api/v2/variables", {"key": "e2e_in", "value": "from-the-test"})
+        yield stack
+
+
+def test_deadline_callback_succeeds_once_as_one_ecs_task(ecs):
+    _check_deadline_succeeds_once(ecs, "ok-1")
+
+
+def test_failing_deadline_callback_runs_once_and_ends_failed_with_its_reason(ecs):
+    _check_failing_deadline_runs_once_with_its_reason(ecs, "fails-1")
+
+
+def test_dag_run_callbacks_run_once_on_ecs_and_read_a_variable(ecs):
+    failed_run = ecs.trigger("e2e_fail", "dag-fail-1")
+    ok_run = ecs.trigger("e2e_ok", "dag-ok-1")
+    api_run = ecs.trigger("e2e_api", "dag-api-1", logical_date="2026-01-01T00:00:00+00:00")
+
+    def finished() -> dict:
+        done = {c["data"]["dag_id"]: c for c in ecs.dag_callbacks() if c["state"] in FINISHED}
+        return done if len(done) == 3 else {}
+
+    try:
+        callbacks = wait_for("three finished DAG run callbacks", finished, 180)
+    except StackError as err:
+        pytest.fail(
+            f"{err}; {[(c['data'].get('dag_id'), c['state']) for c in ecs.dag_callbacks()]}\n{ecs.logs()}"
+        )
+    time.sleep(3)
+    markers = [m for m in ecs.read_markers() if m.run_id in (failed_run, ok_run, api_run)]
+    assert sorted((m.name, m.run_id) for m in markers) == sorted(
+        [("fail_a", failed_run), ("fail_b", failed_run), ("ok", ok_run), ("api", api_run)]
+    ), ecs.logs()
+    assert callbacks["e2e_ok"]["state"] == "success", callbacks["e2e_ok"]["output"]
+    assert callbacks["e2e_api"]["state"] == "success", callbacks["e2e_api"]["output"]
+    (api,) = [m for m in markers if m.name == "api"]
+    assert api.extra == {"xcom": "pushed-value", "variable": "from-the-test", "previous_run": None}
+    failure = callbacks["e2e_fail"]
+    assert failure["state"] == "failed"
+    assert "e2e_callbacks.boom: ValueError: boom on purpose" in (failure["output"] or ""), failure["output"]
+    for callback in callbacks.values():
+        assert len(ecs.ecs_tasks_for(callback["id"])) == 1, callback
+
+
+def test_callback_too_large_for_ecs_overrides_ends_failed_naming_the_limit(ecs):
+    """10 kB of callback kwargs: the workload does not fit the 8192 characters ECS allows for overrides."""
+    ecs.trigger("e2e_deadline_big", "big-1")
+
+    callback = _wait_finished(ecs, "e2e_deadline_big")
+    assert callback["state"] == "failed", (callback["output"], ecs.logs())
+    assert _phases(ecs, "e2e_deadline_big") == {}, "the callback cannot have run"
+    output = callback["output"] or ""
+    assert str(OVERRIDES_LIMIT) in output, f"the output does not name the overrides limit: {output!r}"
