@@ -152,6 +152,24 @@ class EcsStack(AirflowStack):
             if callback_id in str((task.overrides or {}).get("containerOverrides") or "")
         ]
 
+    def ecs_tasks_for_run(self, dag_id: str) -> list[Any]:
+        """The ECS tasks whose container command names the DAG (plain or compressed workload)."""
+        import base64
+        import zlib
+
+        found = []
+        for task in self.aws.ecs_tasks():
+            for override in (task.overrides or {}).get("containerOverrides") or []:
+                command = list(override.get("command") or [])
+                text = " ".join(command)
+                if "--json-zlib-base64" in command:
+                    text = zlib.decompress(
+                        base64.b64decode(command[command.index("--json-zlib-base64") + 1])
+                    ).decode()
+                if f'"{dag_id}"' in text:
+                    found.append(task)
+        return found
+
     def logs(self) -> str:
         containers = sorted(self.aws.logs_dir.glob("*.log"), key=lambda p: p.stat().st_mtime)[-3:]
         tails = "\n".join(

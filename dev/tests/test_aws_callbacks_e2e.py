@@ -31,7 +31,7 @@ pytest.importorskip("moto")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aws_e2e import EcsStack
-from aws_e2e.fake import OVERRIDES_LIMIT
+from aws_e2e.fake import OVERRIDES_LIMIT, overrides_length
 from callback_e2e.stack import StackError, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,15 @@ STABLE_PYTHON = str(ROOT / ".venv-stable" / "bin" / "python")
 BLOCKED_POOL = "e2e_blocked"
 FINISHED = ("success", "failed")
 GENERIC_FAILURE = "Execution failed"
-DAGS = ["e2e_deadline_ok", "e2e_deadline_fails", "e2e_deadline_big", "e2e_fail", "e2e_ok", "e2e_api"]
+DAGS = [
+    "e2e_deadline_ok",
+    "e2e_deadline_fails",
+    "e2e_deadline_big",
+    "e2e_deadline_huge",
+    "e2e_fail",
+    "e2e_ok",
+    "e2e_api",
+]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -88,7 +96,7 @@ def _check_deadline_succeeds_once(stack: EcsStack, run_id: str) -> None:
     assert "Callback executed successfully" in stack.callback_log(callback["id"])
 
 
-def _check_failing_deadline_runs_once_with_its_reason(stack: EcsStack, run_id: str) -> None:
+def _check_failing_deadline_runs_once_with_its_reason(stack: EcsStack, run_id: str, reason: str) -> None:
     stack.trigger("e2e_deadline_fails", run_id)
     callback = _wait_finished(stack, "e2e_deadline_fails")
     assert callback["state"] == "failed", (callback["output"], stack.logs())
@@ -97,7 +105,7 @@ def _check_failing_deadline_runs_once_with_its_reason(stack: EcsStack, run_id: s
     assert len(tasks) == 1, f"the failed callback was resubmitted: {len(tasks)} ECS tasks"
     output = callback["output"] or ""
     assert output != GENERIC_FAILURE, f"no reason in the callback's output: {output!r}"
-    assert "fails on purpose" in output, output
+    assert reason in output, output
 
 
 # ------------------------------------------------------------------------------ stable core (3.3.2)
@@ -110,7 +118,10 @@ def test_stable_core_deadline_callbacks_succeed_once_and_fail_once_with_their_re
     with EcsStack(STABLE_PYTHON, "sqlite", {"AIRFLOW__CORE__PARALLELISM": "4"}, capacity=2) as stack:
         _start(stack, ["e2e_deadline_ok", "e2e_deadline_fails"])
         _check_deadline_succeeds_once(stack, "stable-ok-1")
-        _check_failing_deadline_runs_once_with_its_reason(stack, "stable-fails-1")
+        # Task SDK 1.3.2's supervise_callback names only the callback process's exit code.
+        _check_failing_deadline_runs_once_with_its_reason(
+            stack, "stable-fails-1", "Callback subprocess exited with code 1"
+        )
 
 
 # ------------------------------------------------------------------------------------------ PostgreSQL
@@ -129,7 +140,7 @@ def test_deadline_callback_succeeds_once_as_one_ecs_task(ecs):
 
 
 def test_failing_deadline_callback_runs_once_and_ends_failed_with_its_reason(ecs):
-    _check_failing_deadline_runs_once_with_its_reason(ecs, "fails-1")
+    _check_failing_deadline_runs_once_with_its_reason(ecs, "fails-1", "fails on purpose")
 
 
 def test_dag_run_callbacks_run_once_on_ecs_and_read_a_variable(ecs):
@@ -163,12 +174,24 @@ def test_dag_run_callbacks_run_once_on_ecs_and_read_a_variable(ecs):
         assert len(ecs.ecs_tasks_for(callback["id"])) == 1, callback
 
 
-def test_callback_too_large_for_ecs_overrides_ends_failed_naming_the_limit(ecs):
-    """10 kB of callback kwargs: the workload does not fit the 8192 characters ECS allows for overrides."""
+def test_callback_larger_than_ecs_overrides_allow_runs_once(ecs):
+    """10 kB of callback kwargs: as JSON the workload does not fit the 8192 characters of ECS overrides."""
     ecs.trigger("e2e_deadline_big", "big-1")
 
     callback = _wait_finished(ecs, "e2e_deadline_big")
+    assert callback["state"] == "success", (callback["output"], ecs.logs())
+    assert _phases(ecs, "e2e_deadline_big") == {"started": 1, "ended": 1}
+    (task,) = ecs.ecs_tasks_for_run("e2e_deadline_big")
+    assert overrides_length(task.overrides) <= OVERRIDES_LIMIT
+
+
+def test_callback_that_cannot_fit_ecs_overrides_fails_at_once_naming_the_limit(ecs):
+    """12 kB of kwargs that do not compress: no ECS task can carry the workload."""
+    ecs.trigger("e2e_deadline_huge", "huge-1")
+
+    callback = _wait_finished(ecs, "e2e_deadline_huge")
     assert callback["state"] == "failed", (callback["output"], ecs.logs())
-    assert _phases(ecs, "e2e_deadline_big") == {}, "the callback cannot have run"
+    assert _phases(ecs, "e2e_deadline_huge") == {}, "the callback cannot have run"
+    assert ecs.ecs_tasks_for_run("e2e_deadline_huge") == []
     output = callback["output"] or ""
-    assert str(OVERRIDES_LIMIT) in output, f"the output does not name the overrides limit: {output!r}"
+    assert f"more than the {OVERRIDES_LIMIT} ECS accepts" in output, output
