@@ -166,7 +166,7 @@ class EcsStack(AirflowStack):
                     text = zlib.decompress(
                         base64.b64decode(command[command.index("--json-zlib-base64") + 1])
                     ).decode()
-                if f'"{dag_id}"' in text:
+                if dag_id in text:
                     found.append(task)
         return found
 
