@@ -170,6 +170,11 @@ class EcsStack(AirflowStack):
                     found.append(task)
         return found
 
+    def logs_of(self, name: str) -> str:
+        """The whole process log of component ``name``."""
+        path = self.procs[name].log_path
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def logs(self) -> str:
         containers = sorted(self.aws.logs_dir.glob("*.log"), key=lambda p: p.stat().st_mtime)[-3:]
         tails = "\n".join(

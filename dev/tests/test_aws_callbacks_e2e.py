@@ -40,8 +40,17 @@ STABLE_PYTHON = str(ROOT / ".venv-stable" / "bin" / "python")
 BLOCKED_POOL = "e2e_blocked"
 FINISHED = ("success", "failed")
 GENERIC_FAILURE = "Execution failed"
+# 20 in CI (more than the 4 ECS tasks the fake runs at once); AWS_E2E_BURST=50 for the issue's 50.
+BURST = int(os.environ.get("AWS_E2E_BURST", "20"))
+FAST_RECOVERY = {
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "6",
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "3",
+}
 DAGS = [
     "e2e_deadline_ok",
+    "e2e_deadline_watch",
+    "e2e_deadline_burst",
     "e2e_deadline_fails",
     "e2e_deadline_big",
     "e2e_deadline_huge",
@@ -128,11 +137,20 @@ def test_stable_core_deadline_callbacks_succeed_once_and_fail_once_with_their_re
 
 
 @pytest.fixture(scope="module")
-def ecs():
-    with EcsStack(PYTHON, "postgres", {"AIRFLOW__CORE__PARALLELISM": "8"}, capacity=4) as stack:
+def ecs_stack():
+    config = {**FAST_RECOVERY, "AIRFLOW__CORE__PARALLELISM": "8"}
+    with EcsStack(PYTHON, "postgres", config, capacity=4) as stack:
         _start(stack, DAGS)
         stack.api.request("POST", "/api/v2/variables", {"key": "e2e_in", "value": "from-the-test"})
         yield stack
+
+
+@pytest.fixture
+def ecs(ecs_stack):
+    """The PostgreSQL stack with a scheduler running (a test before may have killed it)."""
+    if not any(name.startswith("scheduler") and proc.alive() for name, proc in ecs_stack.procs.items()):
+        ecs_stack.scheduler(f"scheduler-{len(ecs_stack.procs)}")
+    return ecs_stack
 
 
 def test_deadline_callback_succeeds_once_as_one_ecs_task(ecs):
@@ -195,3 +213,42 @@ def test_callback_that_cannot_fit_ecs_overrides_fails_at_once_naming_the_limit(e
     assert ecs.ecs_tasks_for_run("e2e_deadline_huge") == []
     output = callback["output"] or ""
     assert f"more than the {OVERRIDES_LIMIT} ECS accepts" in output, output
+
+
+def test_burst_of_callbacks_runs_each_once(ecs):
+    run_ids = {ecs.trigger("e2e_deadline_burst", f"burst-{i:02d}") for i in range(BURST)}
+
+    def finished() -> bool:
+        return len([c for c in _callbacks(ecs, "e2e_deadline_burst") if c["state"] in FINISHED]) >= BURST
+
+    try:
+        wait_for(f"{BURST} finished callbacks", finished, 300, poll=1)
+    except StackError as err:
+        states = Counter(c["state"] for c in _callbacks(ecs, "e2e_deadline_burst"))
+        pytest.fail(f"{err}; states {states}\n{ecs.logs()}")
+    time.sleep(3)
+    callbacks = _callbacks(ecs, "e2e_deadline_burst")
+    assert len(callbacks) == BURST
+    assert Counter(c["state"] for c in callbacks) == {"success": BURST}, [
+        c["output"] for c in callbacks if c["state"] != "success"
+    ][:3]
+    assert _phases(ecs, "e2e_deadline_burst") == {"started": BURST, "ended": BURST}
+    assert all(len(ecs.ecs_tasks_for(c["id"])) == 1 for c in callbacks), "a callback ran in two ECS tasks"
+    assert {
+        r for (r,) in ecs.query("SELECT run_id FROM dag_run WHERE dag_id = 'e2e_deadline_burst'")
+    } == run_ids
+
+
+def test_callback_running_while_the_scheduler_is_killed_is_adopted_and_reported_once(ecs):
+    """SIGKILL while the callback's ECS task runs: the next scheduler adopts it; it ends once, successfully."""
+    ecs.trigger("e2e_deadline_watch", "scheduler-killed-1")  # a 15 s callback
+    wait_for("the callback to start", lambda: _phases(ecs, "e2e_deadline_watch")["started"], 120)
+    (killed,) = [name for name, proc in ecs.procs.items() if name.startswith("scheduler") and proc.alive()]
+    ecs.kill(killed)
+    ecs.scheduler(f"{killed}-after-kill")
+
+    callback = _wait_finished(ecs, "e2e_deadline_watch", timeout=120)
+    assert callback["state"] == "success", (callback["output"], ecs.logs())
+    assert _phases(ecs, "e2e_deadline_watch") == {"started": 1, "ended": 1}
+    assert len(ecs.ecs_tasks_for(callback["id"])) == 1
+    assert "Adopted the following 1 callbacks" in ecs.logs_of(f"{killed}-after-kill")
