@@ -50,6 +50,7 @@ FAST_RECOVERY = {
 DAGS = [
     "e2e_deadline_ok",
     "e2e_deadline_watch",
+    "e2e_deadline_slow",
     "e2e_deadline_burst",
     "e2e_deadline_fails",
     "e2e_deadline_big",
@@ -237,6 +238,23 @@ def test_burst_of_callbacks_runs_each_once(ecs):
     assert {
         r for (r,) in ecs.query("SELECT run_id FROM dag_run WHERE dag_id = 'e2e_deadline_burst'")
     } == run_ids
+
+
+def test_callback_running_while_the_scheduler_is_stopped_is_adopted_and_reported_once(ecs):
+    """SIGTERM while the callback's ECS task runs: the scheduler leaves it; the next one adopts it."""
+    ecs.trigger("e2e_deadline_slow", "scheduler-stopped-1")  # a 25 s callback
+    wait_for("the callback to start", lambda: _phases(ecs, "e2e_deadline_slow")["started"], 120)
+    (stopped,) = [name for name, proc in ecs.procs.items() if name.startswith("scheduler") and proc.alive()]
+    ecs.stop(stopped)
+    assert "Leaving 1 running callbacks to the next scheduler" in ecs.logs_of(stopped)
+    assert _phases(ecs, "e2e_deadline_slow")["ended"] == 0, "the scheduler waited for the callback"
+    ecs.scheduler(f"{stopped}-after-stop")
+
+    callback = _wait_finished(ecs, "e2e_deadline_slow", timeout=120)
+    assert callback["state"] == "success", (callback["output"], ecs.logs())
+    assert _phases(ecs, "e2e_deadline_slow") == {"started": 1, "ended": 1}
+    assert len(ecs.ecs_tasks_for(callback["id"])) == 1
+    assert "Adopted the following 1 callbacks" in ecs.logs_of(f"{stopped}-after-stop")
 
 
 def test_callback_running_while_the_scheduler_is_killed_is_adopted_and_reported_once(ecs):
