@@ -51,6 +51,7 @@ DAGS = [
     "e2e_deadline_ok",
     "e2e_deadline_watch",
     "e2e_deadline_slow",
+    "e2e_deadline_queue",
     "e2e_deadline_burst",
     "e2e_deadline_fails",
     "e2e_deadline_big",
@@ -160,6 +161,18 @@ def test_deadline_callback_succeeds_once_as_one_ecs_task(ecs):
 
 def test_failing_deadline_callback_runs_once_and_ends_failed_with_its_reason(ecs):
     _check_failing_deadline_runs_once_with_its_reason(ecs, "fails-1", "fails on purpose")
+
+
+def test_callback_ecs_cannot_place_at_first_is_retried_and_runs_once(ecs):
+    """An infrastructure failure before start (no capacity) is still retried."""
+    ecs.aws.fail_next_run_tasks(1, reason="RESOURCE:MEMORY")
+    ecs.trigger("e2e_deadline_queue", "capacity-1")
+
+    callback = _wait_finished(ecs, "e2e_deadline_queue")
+    assert callback["state"] == "success", (callback["output"], ecs.logs())
+    assert ecs.aws.faults.run_task_failures == [], "RunTask was never refused"
+    assert _phases(ecs, "e2e_deadline_queue") == {"started": 1, "ended": 1}
+    assert len(ecs.ecs_tasks_for(callback["id"])) == 1
 
 
 def test_dag_run_callbacks_run_once_on_ecs_and_read_a_variable(ecs):
