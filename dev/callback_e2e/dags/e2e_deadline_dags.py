@@ -6,6 +6,7 @@ deadline (one second after it was queued) passes, and no task competes with the 
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
 from airflow.sdk import DAG, DeadlineAlert, DeadlineReference, SyncCallback, task
@@ -40,5 +41,10 @@ _deadline_dag("e2e_deadline_watch", seconds=15)
 _deadline_dag("e2e_deadline_burst")
 # 10 kB of kwargs: the workload an executor stores for the callback is larger than 10 kB.
 _deadline_dag("e2e_deadline_big", payload="x" * 10_240)
+# 12 kB of kwargs that do not compress (a SHA-256 chain in hex): no packing makes them fit 8 kB.
+_deadline_dag(
+    "e2e_deadline_huge",
+    payload="".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(12_288 // 64)),
+)
 _deadline_dag("e2e_deadline_queue")
 _deadline_dag("e2e_deadline_killed", seconds=25)

@@ -8,6 +8,7 @@ worker and broker, a fake Kubernetes cluster...).  Add a harness by subclassing
 
 from __future__ import annotations
 
+from demo_stack.stacks.aws_ecs import AwsEcsExecutorStack
 from demo_stack.stacks.base import ExecutorStack, StackContext, UnsupportedExecutor
 from demo_stack.stacks.celery import CeleryExecutorStack
 from demo_stack.stacks.edge import EdgeExecutorStack
@@ -19,6 +20,7 @@ STACKS: dict[str, type[ExecutorStack]] = {
     KubernetesExecutorStack.name: KubernetesExecutorStack,
     EdgeExecutorStack.name: EdgeExecutorStack,
     CeleryExecutorStack.name: CeleryExecutorStack,
+    AwsEcsExecutorStack.name: AwsEcsExecutorStack,
 }
 
 # Executors we intend to support; their harness does not exist yet.

@@ -1,0 +1,285 @@
+"""End to end: executor callbacks on AwsEcsExecutor, each run as an ECS task by dev/aws_e2e's fake.
+
+Each stack (``dev/aws_e2e``) runs api-server, scheduler and dag-processor, with moto in server mode
+in this test process and its agent running every ECS task's container command (the workload the
+executor submitted, ``python -m airflow.sdk.execution_time.execute_workload --json-string ...``)
+as a local process with the stack's virtualenv and configuration, then reporting the task
+``STOPPED`` with the container's real exit code, as ECS does. The Deadline Alert DAGs are
+``dev/callback_e2e/dags/e2e_deadline_dags.py`` (a ``deadline`` callable that writes a ``started``
+and an ``ended`` marker, so a callback run twice, or not to its end, shows); the DAG run
+callbacks are those of ``e2e_dags.py``, run on the executor (``[callbacks] dag_callback_runner =
+executor``), and their DAGs' tasks run on ECS too.
+
+One PostgreSQL stack on the patched core (``.venv``) is shared by most tests. A SQLite stack on
+the stable core (``.venv-stable``: core 3.3.2, our amazon provider) runs the Deadline Alert
+scenarios there, first in the file: before the PostgreSQL stack starts (one fake AWS per process, and
+two stacks at once on a 2-core machine take twice as long).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("moto")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aws_e2e import EcsStack
+from aws_e2e.fake import OVERRIDES_LIMIT, overrides_length
+from callback_e2e.stack import StackError, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+STABLE_PYTHON = str(ROOT / ".venv-stable" / "bin" / "python")
+BLOCKED_POOL = "e2e_blocked"
+FINISHED = ("success", "failed")
+GENERIC_FAILURE = "Execution failed"
+# 20 in CI (more than the 4 ECS tasks the fake runs at once); AWS_E2E_BURST=50 for the issue's 50.
+BURST = int(os.environ.get("AWS_E2E_BURST", "20"))
+FAST_RECOVERY = {
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "6",
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "3",
+}
+DAGS = [
+    "e2e_deadline_ok",
+    "e2e_deadline_watch",
+    "e2e_deadline_slow",
+    "e2e_deadline_queue",
+    "e2e_deadline_burst",
+    "e2e_deadline_fails",
+    "e2e_deadline_big",
+    "e2e_deadline_huge",
+    "e2e_fail",
+    "e2e_ok",
+    "e2e_api",
+]
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _start(stack: EcsStack, dags: list[str]) -> None:
+    stack.wait_healthy()
+    stack.api.warm_execution_api()
+    stack.api.request("POST", "/api/v2/pools", {"name": BLOCKED_POOL, "slots": 0})
+    stack.scheduler()
+    stack.wait_dags(dags)
+
+
+def _callbacks(stack: EcsStack, dag_id: str) -> list[dict]:
+    return [c for c in stack.executor_callbacks() if (c["data"].get("kwargs") or {}).get("name") == dag_id]
+
+
+def _phases(stack: EcsStack, dag_id: str) -> Counter:
+    return Counter(m.extra["phase"] for m in stack.read_markers() if m.name == dag_id and m.extra)
+
+
+def _wait_finished(stack: EcsStack, dag_id: str, timeout: float = 120) -> dict:
+    """The one callback of ``dag_id`` once it is success or failed; fails naming the stuck state and logs."""
+    try:
+        wait_for(
+            f"the callback of {dag_id} to finish",
+            lambda: any(c["state"] in FINISHED for c in _callbacks(stack, dag_id)),
+            timeout,
+        )
+    except StackError as err:
+        seen = [(c["id"], c["state"], c["output"]) for c in _callbacks(stack, dag_id)]
+        pytest.fail(f"{err}; callbacks {seen}\n{stack.logs()}")
+    time.sleep(3)  # a resubmitted ECS task, or a second report, would show now
+    callbacks = _callbacks(stack, dag_id)
+    assert len(callbacks) == 1, callbacks
+    return callbacks[0]
+
+
+def _check_deadline_succeeds_once(stack: EcsStack, run_id: str) -> None:
+    stack.trigger("e2e_deadline_ok", run_id)
+    callback = _wait_finished(stack, "e2e_deadline_ok")
+    assert callback["state"] == "success", (callback["output"], stack.logs())
+    assert _phases(stack, "e2e_deadline_ok") == {"started": 1, "ended": 1}
+    (task,) = stack.ecs_tasks_for(callback["id"])
+    assert [c.exitCode for c in task.containers] == [0]
+    assert "Callback executed successfully" in stack.callback_log(callback["id"])
+
+
+def _check_failing_deadline_runs_once_with_its_reason(stack: EcsStack, run_id: str, reason: str) -> None:
+    stack.trigger("e2e_deadline_fails", run_id)
+    callback = _wait_finished(stack, "e2e_deadline_fails")
+    assert callback["state"] == "failed", (callback["output"], stack.logs())
+    assert _phases(stack, "e2e_deadline_fails") == {"started": 1}, "the body ran more than once"
+    tasks = stack.ecs_tasks_for(callback["id"])
+    assert len(tasks) == 1, f"the failed callback was resubmitted: {len(tasks)} ECS tasks"
+    output = callback["output"] or ""
+    assert output != GENERIC_FAILURE, f"no reason in the callback's output: {output!r}"
+    assert reason in output, output
+
+
+# ------------------------------------------------------------------------------ stable core (3.3.2)
+
+
+@pytest.mark.skipif(
+    not os.path.exists(STABLE_PYTHON), reason="no .venv-stable (dev/series env --baseline stable)"
+)
+def test_stable_core_deadline_callbacks_succeed_once_and_fail_once_with_their_reason():
+    with EcsStack(STABLE_PYTHON, "sqlite", {"AIRFLOW__CORE__PARALLELISM": "4"}, capacity=2) as stack:
+        _start(stack, ["e2e_deadline_ok", "e2e_deadline_fails"])
+        _check_deadline_succeeds_once(stack, "stable-ok-1")
+        # Task SDK 1.3.2's supervise_callback names only the callback process's exit code.
+        _check_failing_deadline_runs_once_with_its_reason(
+            stack, "stable-fails-1", "Callback subprocess exited with code 1"
+        )
+
+
+# ------------------------------------------------------------------------------------------ PostgreSQL
+
+
+@pytest.fixture(scope="module")
+def ecs_stack():
+    config = {**FAST_RECOVERY, "AIRFLOW__CORE__PARALLELISM": "8"}
+    with EcsStack(PYTHON, "postgres", config, capacity=4) as stack:
+        _start(stack, DAGS)
+        stack.api.request("POST", "/api/v2/variables", {"key": "e2e_in", "value": "from-the-test"})
+        yield stack
+
+
+@pytest.fixture
+def ecs(ecs_stack):
+    """The PostgreSQL stack with a scheduler running (a test before may have killed it)."""
+    if not any(name.startswith("scheduler") and proc.alive() for name, proc in ecs_stack.procs.items()):
+        ecs_stack.scheduler(f"scheduler-{len(ecs_stack.procs)}")
+    return ecs_stack
+
+
+def test_deadline_callback_succeeds_once_as_one_ecs_task(ecs):
+    _check_deadline_succeeds_once(ecs, "ok-1")
+
+
+def test_failing_deadline_callback_runs_once_and_ends_failed_with_its_reason(ecs):
+    _check_failing_deadline_runs_once_with_its_reason(ecs, "fails-1", "fails on purpose")
+
+
+def test_callback_ecs_cannot_place_at_first_is_retried_and_runs_once(ecs):
+    """An infrastructure failure before start (no capacity) is still retried."""
+    ecs.aws.fail_next_run_tasks(1, reason="RESOURCE:MEMORY")
+    ecs.trigger("e2e_deadline_queue", "capacity-1")
+
+    callback = _wait_finished(ecs, "e2e_deadline_queue")
+    assert callback["state"] == "success", (callback["output"], ecs.logs())
+    assert ecs.aws.faults.run_task_failures == [], "RunTask was never refused"
+    assert _phases(ecs, "e2e_deadline_queue") == {"started": 1, "ended": 1}
+    assert len(ecs.ecs_tasks_for(callback["id"])) == 1
+
+
+def test_dag_run_callbacks_run_once_on_ecs_and_read_a_variable(ecs):
+    failed_run = ecs.trigger("e2e_fail", "dag-fail-1")
+    ok_run = ecs.trigger("e2e_ok", "dag-ok-1")
+    api_run = ecs.trigger("e2e_api", "dag-api-1", logical_date="2026-01-01T00:00:00+00:00")
+
+    def finished() -> dict:
+        done = {c["data"]["dag_id"]: c for c in ecs.dag_callbacks() if c["state"] in FINISHED}
+        return done if len(done) == 3 else {}
+
+    try:
+        callbacks = wait_for("three finished DAG run callbacks", finished, 180)
+    except StackError as err:
+        pytest.fail(
+            f"{err}; {[(c['data'].get('dag_id'), c['state']) for c in ecs.dag_callbacks()]}\n{ecs.logs()}"
+        )
+    time.sleep(3)
+    markers = [m for m in ecs.read_markers() if m.run_id in (failed_run, ok_run, api_run)]
+    assert sorted((m.name, m.run_id) for m in markers) == sorted(
+        [("fail_a", failed_run), ("fail_b", failed_run), ("ok", ok_run), ("api", api_run)]
+    ), ecs.logs()
+    assert callbacks["e2e_ok"]["state"] == "success", callbacks["e2e_ok"]["output"]
+    assert callbacks["e2e_api"]["state"] == "success", callbacks["e2e_api"]["output"]
+    (api,) = [m for m in markers if m.name == "api"]
+    assert api.extra == {"xcom": "pushed-value", "variable": "from-the-test", "previous_run": None}
+    failure = callbacks["e2e_fail"]
+    assert failure["state"] == "failed"
+    assert "e2e_callbacks.boom: ValueError: boom on purpose" in (failure["output"] or ""), failure["output"]
+    for callback in callbacks.values():
+        assert len(ecs.ecs_tasks_for(callback["id"])) == 1, callback
+
+
+def test_callback_larger_than_ecs_overrides_allow_runs_once(ecs):
+    """10 kB of callback kwargs: as JSON the workload does not fit the 8192 characters of ECS overrides."""
+    ecs.trigger("e2e_deadline_big", "big-1")
+
+    callback = _wait_finished(ecs, "e2e_deadline_big")
+    assert callback["state"] == "success", (callback["output"], ecs.logs())
+    assert _phases(ecs, "e2e_deadline_big") == {"started": 1, "ended": 1}
+    (task,) = ecs.ecs_tasks_for_run("e2e_deadline_big")
+    assert overrides_length(task.overrides) <= OVERRIDES_LIMIT
+
+
+def test_callback_that_cannot_fit_ecs_overrides_fails_at_once_naming_the_limit(ecs):
+    """12 kB of kwargs that do not compress: no ECS task can carry the workload."""
+    ecs.trigger("e2e_deadline_huge", "huge-1")
+
+    callback = _wait_finished(ecs, "e2e_deadline_huge")
+    assert callback["state"] == "failed", (callback["output"], ecs.logs())
+    assert _phases(ecs, "e2e_deadline_huge") == {}, "the callback cannot have run"
+    assert ecs.ecs_tasks_for_run("e2e_deadline_huge") == []
+    output = callback["output"] or ""
+    assert f"more than the {OVERRIDES_LIMIT} ECS accepts" in output, output
+
+
+def test_burst_of_callbacks_runs_each_once(ecs):
+    run_ids = {ecs.trigger("e2e_deadline_burst", f"burst-{i:02d}") for i in range(BURST)}
+
+    def finished() -> bool:
+        return len([c for c in _callbacks(ecs, "e2e_deadline_burst") if c["state"] in FINISHED]) >= BURST
+
+    try:
+        wait_for(f"{BURST} finished callbacks", finished, 300, poll=1)
+    except StackError as err:
+        states = Counter(c["state"] for c in _callbacks(ecs, "e2e_deadline_burst"))
+        pytest.fail(f"{err}; states {states}\n{ecs.logs()}")
+    time.sleep(3)
+    callbacks = _callbacks(ecs, "e2e_deadline_burst")
+    assert len(callbacks) == BURST
+    assert Counter(c["state"] for c in callbacks) == {"success": BURST}, [
+        c["output"] for c in callbacks if c["state"] != "success"
+    ][:3]
+    assert _phases(ecs, "e2e_deadline_burst") == {"started": BURST, "ended": BURST}
+    assert all(len(ecs.ecs_tasks_for(c["id"])) == 1 for c in callbacks), "a callback ran in two ECS tasks"
+    assert {
+        r for (r,) in ecs.query("SELECT run_id FROM dag_run WHERE dag_id = 'e2e_deadline_burst'")
+    } == run_ids
+
+
+def test_callback_running_while_the_scheduler_is_stopped_is_adopted_and_reported_once(ecs):
+    """SIGTERM while the callback's ECS task runs: the scheduler leaves it; the next one adopts it."""
+    ecs.trigger("e2e_deadline_slow", "scheduler-stopped-1")  # a 25 s callback
+    wait_for("the callback to start", lambda: _phases(ecs, "e2e_deadline_slow")["started"], 120)
+    (stopped,) = [name for name, proc in ecs.procs.items() if name.startswith("scheduler") and proc.alive()]
+    ecs.stop(stopped)
+    assert "Leaving 1 running callbacks to the next scheduler" in ecs.logs_of(stopped)
+    assert _phases(ecs, "e2e_deadline_slow")["ended"] == 0, "the scheduler waited for the callback"
+    ecs.scheduler(f"{stopped}-after-stop")
+
+    callback = _wait_finished(ecs, "e2e_deadline_slow", timeout=120)
+    assert callback["state"] == "success", (callback["output"], ecs.logs())
+    assert _phases(ecs, "e2e_deadline_slow") == {"started": 1, "ended": 1}
+    assert len(ecs.ecs_tasks_for(callback["id"])) == 1
+    assert "Adopted the following 1 callbacks" in ecs.logs_of(f"{stopped}-after-stop")
+
+
+def test_callback_running_while_the_scheduler_is_killed_is_adopted_and_reported_once(ecs):
+    """SIGKILL while the callback's ECS task runs: the next scheduler adopts it; it ends once, successfully."""
+    ecs.trigger("e2e_deadline_watch", "scheduler-killed-1")  # a 15 s callback
+    wait_for("the callback to start", lambda: _phases(ecs, "e2e_deadline_watch")["started"], 120)
+    (killed,) = [name for name, proc in ecs.procs.items() if name.startswith("scheduler") and proc.alive()]
+    ecs.kill(killed)
+    ecs.scheduler(f"{killed}-after-kill")
+
+    callback = _wait_finished(ecs, "e2e_deadline_watch", timeout=120)
+    assert callback["state"] == "success", (callback["output"], ecs.logs())
+    assert _phases(ecs, "e2e_deadline_watch") == {"started": 1, "ended": 1}
+    assert len(ecs.ecs_tasks_for(callback["id"])) == 1
+    assert "Adopted the following 1 callbacks" in ecs.logs_of(f"{killed}-after-kill")
