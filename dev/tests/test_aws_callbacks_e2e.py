@@ -32,21 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aws_e2e import EcsStack
 from aws_e2e.fake import OVERRIDES_LIMIT, overrides_length
+from callback_e2e.common import BLOCKED_POOL, FAST_RECOVERY, FINISHED, GENERIC_FAILURE, PYTHON, STABLE_PYTHON
 from callback_e2e.stack import StackError, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
-STABLE_PYTHON = str(ROOT / ".venv-stable" / "bin" / "python")
-BLOCKED_POOL = "e2e_blocked"
-FINISHED = ("success", "failed")
-GENERIC_FAILURE = "Execution failed"
 # 20 in CI (more than the 4 ECS tasks the fake runs at once); AWS_E2E_BURST=50 for the 50.
 BURST = int(os.environ.get("AWS_E2E_BURST", "20"))
-FAST_RECOVERY = {
-    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "6",
-    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "3",
-}
 DAGS = [
     "e2e_deadline_ok",
     "e2e_deadline_watch",

@@ -29,23 +29,20 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from callback_e2e.common import (
+    BLOCKED_POOL,
+    FAST_RECOVERY,
+    FINISHED,
+    GENERIC_FAILURE,
+    OTHER_QUEUE,
+    PYTHON,
+    SUCCESS_LOG,
+)
 from callback_e2e.stack import StackError, wait_for
 from celery_e2e import CeleryStack
 
-ROOT = Path(__file__).resolve().parents[2]
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
-BLOCKED_POOL = "e2e_blocked"
-FINISHED = ("success", "failed")
-SUCCESS_LOG = "Callback executed successfully"
-OTHER_QUEUE = "other"
-GENERIC_FAILURE = "Execution failed"
 # 20 in CI (more than the 4 worker slots); CELERY_E2E_BURST=50 for the 50.
 BURST = int(os.environ.get("CELERY_E2E_BURST", "20"))
-FAST_RECOVERY = {
-    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "6",
-    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "3",
-}
 DAGS = [
     "e2e_deadline_ok",
     "e2e_deadline_fails",

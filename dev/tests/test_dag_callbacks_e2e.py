@@ -240,6 +240,8 @@ def test_dag_callbacks_read_and_write_through_the_api_on_both_paths():
         }, stack.logs()
         written = stack.api.request("GET", "/api/v2/variables/e2e_out_api-2")
         assert json.loads(written["value"]) == runs["api-2"]
+        # The callable has written its marker; its process may not have ended yet.
+        wait_for("both callbacks to end", lambda: _finished(stack.dag_callbacks(), 2), 60)
         assert Counter(c["state"] for c in stack.dag_callbacks()) == {"success": 2}
         assert not _processor_ran_callbacks(stack)
 

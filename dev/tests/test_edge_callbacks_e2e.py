@@ -33,22 +33,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from callback_e2e.common import BLOCKED_POOL, FINISHED, GENERIC_FAILURE, OTHER_QUEUE, PYTHON, SUCCESS_LOG
+from callback_e2e.common import FAST_RECOVERY as COMMON_FAST_RECOVERY
 from callback_e2e.stack import StackError, wait_for
 from edge_e2e import EdgeStack
 
-ROOT = Path(__file__).resolve().parents[2]
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
-BLOCKED_POOL = "e2e_blocked"
-FINISHED = ("success", "failed")
-SUCCESS_LOG = "Callback executed successfully"
-OTHER_QUEUE = "other"
-# What the scheduler stores when an executor reports a failed callback without saying why.
-GENERIC_FAILURE = "Execution failed"
-# Short heartbeats and timeouts: a dead scheduler or edge worker is noticed within seconds.
+# A dead edge worker is noticed within seconds too.
 FAST_RECOVERY = {
-    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "6",
-    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "3",
+    **COMMON_FAST_RECOVERY,
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "10",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
 }
