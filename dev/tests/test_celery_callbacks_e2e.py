@@ -50,6 +50,7 @@ DAGS = [
     "e2e_deadline_watch",
     "e2e_deadline_slow",
     "e2e_deadline_burst",
+    "e2e_deadline_killed",
     "e2e_fail",
     "e2e_ok",
     "e2e_api",
@@ -157,6 +158,9 @@ def pg_celery():
         **FAST_RECOVERY,
         "AIRFLOW__CORE__PARALLELISM": "32",
         "AIRFLOW__CELERY__CALLBACK_QUEUE": OTHER_QUEUE,
+        # A lost worker's callback is failed 20 s after its last heartbeat (sent every 5 s).
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
     }
     with CeleryStack(PYTHON, "postgres", config) as stack:
         _start(stack, {"worker": ("default",), OTHER_QUEUE: (OTHER_QUEUE,)})
@@ -253,6 +257,30 @@ def test_burst_of_callbacks_runs_each_once(pg):
     assert {
         r for (r,) in pg.query("SELECT run_id FROM dag_run WHERE dag_id = 'e2e_deadline_burst'")
     } == run_ids
+
+
+def test_callback_of_a_killed_worker_is_failed_once_its_heartbeats_stop(pg):
+    """
+    SIGKILL of the worker running a callback, its whole session (a lost host).
+
+    Its Celery task stays STARTED and its message unacknowledged, so only the callback's heartbeats
+    tell: the scheduler fails it once they stop, and it does not run again when a worker is back.
+    """
+    pg.trigger("e2e_deadline_killed", "worker-killed-1")  # a 25 s callback
+    wait_for("the callback to start", lambda: _phases(pg, "e2e_deadline_killed")["started"], 90)
+    (callback,) = _callbacks(pg, "e2e_deadline_killed")
+    assert pg.workers_that_ran(callback["id"]) == [OTHER_QUEUE]
+
+    pg.kill(OTHER_QUEUE)
+    try:
+        callback = _wait_finished(pg, "e2e_deadline_killed", timeout=120)
+    finally:
+        pg.worker(OTHER_QUEUE, (OTHER_QUEUE,))
+    assert callback["state"] == "failed", (callback["output"], pg.logs())
+    assert "No heartbeat from its worker" in callback["output"], callback["output"]
+    time.sleep(5)  # a worker back on the queue does not run it again
+    assert _phases(pg, "e2e_deadline_killed") == {"started": 1}
+    assert _callbacks(pg, "e2e_deadline_killed")[0]["state"] == "failed"
 
 
 def _running_scheduler(stack: CeleryStack) -> str:
