@@ -54,6 +54,28 @@ def test_parse_junit_outcomes_and_counts(junit_file):
     assert A + "test_ok" not in result.not_passing
 
 
+def test_parse_junit_keeps_why_each_test_failed(junit_file):
+    result = runner.parse_junit(junit_file)
+    assert result.details == {
+        A + "test_fail[p1]": "failure: assert 1 == 2\nboom",
+        B + "test_setup_error": "error: failed on setup\nE",
+        B + "test_fail_then_teardown": "failure: f\nF\nerror: failed on teardown\nE",
+    }
+
+
+def test_failure_detail_keeps_the_end_of_a_long_traceback(tmp_path):
+    frames = "".join(f"frame {i}\n" for i in range(1000)) + "E   AssertionError: the real reason"
+    path = tmp_path / "junit.xml"
+    path.write_text(
+        '<testsuites><testsuite><testcase classname="m" name="t">'
+        f'<failure message="assert False">{frames}</failure></testcase></testsuite></testsuites>'
+    )
+    detail = runner.parse_junit(path).details["m::t"]
+    assert len(detail) <= runner.DETAIL_CHARS + 3
+    assert detail.startswith("...")
+    assert detail.endswith("E   AssertionError: the real reason")
+
+
 def test_format_record_is_deterministic(junit_file):
     result = runner.parse_junit(junit_file)
     text = runner.format_record(result, {"z": "flaky z", "a": "flaky a"})
@@ -128,11 +150,18 @@ def test_run_record_then_compare(tmp_path, monkeypatch, capsys, junit_file):
 
     regressed = runner.parse_junit(junit_file)
     regressed.outcomes[A + "test_ok"] = "failed"
+    regressed.details[A + "test_ok"] = "failure: assert 0\nE   ValueError: why it broke"
     monkeypatch.setattr(runner, "run_suite", _fake_run(regressed))
-    assert runner.main(base) == 1
+    summary = tmp_path / "summary.json"
+    assert runner.main([*base, "--summary", str(summary)]) == 1
     out = capsys.readouterr().out
     assert "REGRESSION" in out
     assert A + "test_ok" in out
+    assert "| E   ValueError: why it broke" in out
+    # The summary keeps why, for a run whose logs are gone.
+    assert json.loads(summary.read_text())["edge3"]["failures"] == {
+        A + "test_ok": "failure: assert 0\nE   ValueError: why it broke"
+    }
 
 
 def test_record_keeps_flaky_entries(tmp_path, monkeypatch, junit_file):

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -63,9 +64,14 @@ SUITES: dict[str, Suite] = {
 TIMEOUT_ARGS = ("--setup-timeout=120", "--execution-timeout=120", "--teardown-timeout=120")
 
 
+# How much of a failure's text the summary keeps per test: its message and traceback's tail.
+DETAIL_CHARS = 1500
+
+
 @dataclass
 class SuiteResult:
     outcomes: dict[str, str] = field(default_factory=dict)  # test id -> outcome
+    details: dict[str, str] = field(default_factory=dict)  # failing test id -> why (short)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -96,14 +102,30 @@ def _outcome(testcase: ET.Element) -> str:
     return "passed"
 
 
+def _detail(testcase: ET.Element) -> str:
+    """A failure's or error's message and the tail of its traceback, at most ``DETAIL_CHARS``."""
+    parts = []
+    for child in testcase:
+        if child.tag in ("failure", "error"):
+            message = (child.get("message") or "").strip()
+            text = (child.text or "").strip()
+            parts.append(f"{child.tag}: {message}\n{text[-DETAIL_CHARS:]}".strip())
+    detail = "\n".join(parts)
+    return detail if len(detail) <= DETAIL_CHARS else "..." + detail[-DETAIL_CHARS:]
+
+
 def parse_junit(source: str | Path) -> SuiteResult:
-    """Parse a pytest junit XML file into per-test outcomes."""
+    """Parse a pytest junit XML file into per-test outcomes, with the text of failures and errors."""
     result = SuiteResult()
     for testcase in ET.parse(source).getroot().iter("testcase"):
         tid, outcome = _test_id(testcase), _outcome(testcase)
         previous = result.outcomes.get(tid)
         if previous is None or _SEVERITY[outcome] > _SEVERITY[previous]:
             result.outcomes[tid] = outcome
+        if outcome in FAILING:
+            # A test that fails and then errors in teardown keeps both texts.
+            detail = _detail(testcase)
+            result.details[tid] = f"{result.details[tid]}\n{detail}" if tid in result.details else detail
     return result
 
 
@@ -241,11 +263,13 @@ def run_suite(
     return result, proc.returncode, elapsed
 
 
-def _print_ids(title: str, items: dict[str, str]) -> None:
+def _print_ids(title: str, items: dict[str, str], details: dict[str, str] | None = None) -> None:
     if items:
         print(f"   {title} ({len(items)}):")
         for tid, outcome in items.items():
             print(f"     {outcome:8} {tid}")
+            if details and tid in details:
+                print(textwrap.indent(details[tid], "       | "))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -278,13 +302,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         record = load_record(path)
         comparison = compare(record, result)
         entry.update(regressions=len(comparison.regressions), vanished=comparison.vanished)
+        failures = {tid: result.details.get(tid, "") for tid in comparison.regressions}
+        if failures:
+            entry["failures"] = failures
         recorded = record.get("counts", {})
         print("   recorded: " + ", ".join(f"{recorded.get(o, 0)} {o}" for o in OUTCOMES))
-        _print_ids("REGRESSION: passed in the baseline, failing now", comparison.regressions)
+        _print_ids("REGRESSION: passed in the baseline, failing now", comparison.regressions, result.details)
         if comparison.vanished:
             print(f"   REGRESSION: {comparison.vanished} test(s) that passed in the baseline did not run")
         _print_ids("newly passing (was, in the baseline)", comparison.newly_passing)
-        _print_ids("known flaky, failing now (ignored)", comparison.flaky_failures)
+        _print_ids("known flaky, failing now (ignored)", comparison.flaky_failures, result.details)
         if comparison.missing:
             print(f"   {len(comparison.missing)} non-passing baseline test(s) did not run")
         if not comparison.ok:
@@ -375,8 +402,10 @@ def cmd_patch_tests(args: argparse.Namespace) -> int:
         counts = result.counts
         print("   " + ", ".join(f"{counts[o]} {o}" for o in OUTCOMES))
         failing = {tid: o for tid, o in result.outcomes.items() if o in FAILING}
-        _print_ids("FAILED", failing)
+        _print_ids("FAILED", failing, result.details)
         summary[name] = {"counts": counts, "regressions": len(failing), "vanished": 0}
+        if failing:
+            summary[name]["failures"] = {tid: result.details.get(tid, "") for tid in sorted(failing)}
         if failing or code not in (0, 1):
             status = 1
     if args.summary:
