@@ -47,6 +47,7 @@ DAGS = [
     "e2e_deadline_ok",
     "e2e_deadline_fails",
     "e2e_deadline_queue",
+    "e2e_deadline_own_queue",
     "e2e_deadline_watch",
     "e2e_deadline_slow",
     "e2e_deadline_burst",
@@ -231,6 +232,17 @@ def test_callback_goes_to_the_configured_queue(pg):
     assert callback["state"] == "success", (callback["output"], pg.logs())
     assert _phases(pg, "e2e_deadline_queue") == {"started": 1, "ended": 1}
     assert _assert_ran_once_with_log(pg, callback, SUCCESS_LOG) == OTHER_QUEUE
+
+
+def test_callback_goes_to_the_queue_it_names(pg):
+    """``SyncCallback(queue="default")`` wins over ``[celery] callback_queue``: the tasks' worker runs it."""
+    pg.trigger("e2e_deadline_own_queue", "own-queue-1")
+
+    callback = _wait_finished(pg, "e2e_deadline_own_queue")
+    assert callback["data"]["queue"] == "default"
+    assert callback["state"] == "success", (callback["output"], pg.logs())
+    assert _phases(pg, "e2e_deadline_own_queue") == {"started": 1, "ended": 1}
+    assert _assert_ran_once_with_log(pg, callback, SUCCESS_LOG) == "worker"
 
 
 def test_burst_of_callbacks_runs_each_once(pg):

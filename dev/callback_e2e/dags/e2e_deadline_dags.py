@@ -20,15 +20,20 @@ def never_runs():
     return None
 
 
-def _deadline_dag(dag_id: str, **callback_kwargs) -> None:
+def _deadline_dag(dag_id: str, *, queue: str | None = None, **callback_kwargs) -> None:
+    # ``queue`` only where the task SDK has it (task-sdk 0012), so that this file still parses on
+    # the stable SDK; a DAG that needs it is then left out.
+    options = {"queue": queue} if queue else {}
+    try:
+        callback = SyncCallback(deadline, kwargs={"name": dag_id, **callback_kwargs}, **options)
+    except TypeError:
+        return
     with DAG(
         dag_id,
         schedule=None,
         max_active_runs=500,
         deadline=DeadlineAlert(
-            reference=DeadlineReference.DAGRUN_QUEUED_AT,
-            interval=timedelta(seconds=1),
-            callback=SyncCallback(deadline, kwargs={"name": dag_id, **callback_kwargs}),
+            reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=timedelta(seconds=1), callback=callback
         ),
     ):
         never_runs()
@@ -47,4 +52,6 @@ _deadline_dag(
     payload="".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(12_288 // 64)),
 )
 _deadline_dag("e2e_deadline_queue")
+# Names a queue of its own: the default one, where tasks go, not the configured callback queue.
+_deadline_dag("e2e_deadline_own_queue", queue="default")
 _deadline_dag("e2e_deadline_killed", seconds=25)
