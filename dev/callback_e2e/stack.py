@@ -69,6 +69,14 @@ def read_markers(path: Path) -> list[Marker]:
     return markers
 
 
+def callback_log_files(folder: Path, callback_id: str) -> list[Path]:
+    """Log files of a callback under a ``base_log_folder`` (``executor_callbacks/<dag>/<run>/<id>``)."""
+    base = folder / "executor_callbacks"
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.glob(f"*/*/{callback_id}*") if p.is_file())
+
+
 def wait_for(what: str, predicate: Callable[[], Any], timeout: float, poll: float = 0.5) -> Any:
     """Poll ``predicate`` until it returns something truthy; raise :class:`StackError` on timeout."""
     deadline = time.monotonic() + timeout
@@ -270,6 +278,13 @@ class AirflowStack:
 
     def read_markers(self) -> list[Marker]:
         return read_markers(self.markers)
+
+    def callback_log_files(self, callback_id: str, folder: Path | None = None) -> list[Path]:
+        """A callback's log files in ``folder``, by default the stack's own log folder."""
+        return callback_log_files(self.home.logs if folder is None else folder, callback_id)
+
+    def callback_log(self, callback_id: str, folder: Path | None = None) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.callback_log_files(callback_id, folder))
 
     # -- helpers ------------------------------------------------------------------------------
     def _run_cli(self, name: str, *args: str) -> None:

@@ -233,17 +233,6 @@ class CeleryStack(AirflowStack):
         middle = [name for name in self.procs if name not in workers and name not in last]
         return [group for group in (workers, middle, last) if group]
 
-    # -- observations ----------------------------------------------------------------------------
-    def callback_log_files(self, callback_id: str) -> list[Path]:
-        """Log files of a callback (``executor_callbacks/<dag>/<run>/<id>``) in the stack's log folder."""
-        base = self.home.logs / "executor_callbacks"
-        if not base.is_dir():
-            return []
-        return sorted(p for p in base.glob(f"*/*/{callback_id}*") if p.is_file())
-
-    def callback_log(self, callback_id: str) -> str:
-        return "".join(p.read_text(errors="replace") for p in self.callback_log_files(callback_id))
-
 
 __all__ = [
     "CELERY_EXECUTOR",

@@ -166,16 +166,5 @@ class EdgeStack(AirflowStack):
         )
         return "".join(row[0] for row in rows)
 
-    @staticmethod
-    def callback_log_files(folder: Path, callback_id: str) -> list[Path]:
-        """Log files of a callback under a ``base_log_folder`` (``executor_callbacks/<dag>/<run>/<id>``)."""
-        base = folder / "executor_callbacks"
-        if not base.is_dir():
-            return []
-        return sorted(p for p in base.glob(f"*/*/{callback_id}*") if p.is_file())
-
-    def callback_log(self, folder: Path, callback_id: str) -> str:
-        return "".join(p.read_text(errors="replace") for p in self.callback_log_files(folder, callback_id))
-
 
 __all__ = ["EDGE_EXECUTOR", "EdgeStack", "executor_config", "worker_args", "worker_log_folder"]

@@ -114,14 +114,14 @@ def _assert_log_everywhere(stack: EdgeStack, callback: dict, text: str) -> str:
     folder and to the ``edge_logs`` table.
     """
     holders = [
-        w for w in stack.workers if stack.callback_log_files(stack.worker_log_folder(w), callback["id"])
+        w for w in stack.workers if stack.callback_log_files(callback["id"], stack.worker_log_folder(w))
     ]
     assert len(holders) == 1, f"workers with a log of the callback: {holders}\n{stack.logs()}"
-    on_worker = stack.callback_log(stack.worker_log_folder(holders[0]), callback["id"])
+    on_worker = stack.callback_log(callback["id"], stack.worker_log_folder(holders[0]))
     assert text in on_worker, f"log on worker {holders[0]}: {on_worker[-2000:]!r}"
     pushed = stack.edge_log(callback["id"])
     assert text in pushed, f"edge_logs of the callback: {pushed[-2000:]!r}\n{stack.logs()}"
-    on_api = stack.callback_log(stack.api_log_folder, callback["id"])
+    on_api = stack.callback_log(callback["id"], stack.api_log_folder)
     assert text in on_api, f"log in the api-server's log folder: {on_api[-2000:]!r}"
     shown = _log_through_the_api(stack, callback)
     assert text in shown, f"the callback's log as the api-server serves it: {shown[-2000:]!r}"
@@ -230,8 +230,8 @@ def test_callback_for_queue_other_runs_only_on_the_worker_of_that_queue(pg):
     callback = _wait_finished(pg, "e2e_deadline_queue")
     assert callback["state"] == "success", (callback["output"], pg.logs())
     assert _phases(pg, "e2e_deadline_queue") == {"started": 1, "ended": 1}
-    assert pg.callback_log_files(pg.worker_log_folder(OTHER_QUEUE), callback["id"])
-    assert not pg.callback_log_files(pg.worker_log_folder("worker"), callback["id"]), "ran on `default`"
+    assert pg.callback_log_files(callback["id"], pg.worker_log_folder(OTHER_QUEUE))
+    assert not pg.callback_log_files(callback["id"], pg.worker_log_folder("worker")), "ran on `default`"
 
 
 def test_callback_running_while_the_scheduler_is_killed_succeeds_once(pg):

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from callback_e2e.stack import AirflowStack
+from callback_e2e.stack import AirflowStack, callback_log_files
 from demo_stack.procs import ManagedProcess
 from edge_e2e import EDGE_EXECUTOR, EdgeStack, executor_config, worker_args, worker_log_folder
 
@@ -120,9 +120,9 @@ def test_callback_log_files_are_found_by_callback_id(tmp_path):
     log = tmp_path / "executor_callbacks" / "dag" / "run" / "0123-id"
     log.parent.mkdir(parents=True)
     log.write_text("Callback executed successfully\n")
-    assert EdgeStack.callback_log_files(tmp_path, "0123-id") == [log]
-    assert EdgeStack.callback_log_files(tmp_path, "other") == []
-    assert EdgeStack.callback_log_files(tmp_path / "missing", "0123-id") == []
+    assert callback_log_files(tmp_path, "0123-id") == [log]
+    assert callback_log_files(tmp_path, "other") == []
+    assert callback_log_files(tmp_path / "missing", "0123-id") == []
 
 
 def test_warm_execution_api_asks_the_execution_api_once_and_waits_for_it():
