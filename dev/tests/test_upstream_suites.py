@@ -256,3 +256,32 @@ def test_patch_test_files_are_the_series_tests_outside_the_suites(tmp_path):
     new.parent.mkdir(parents=True)
     new.write_text("x = 1\n")
     assert "providers/celery/tests/unit/celery/cli/test_new.py" in runner.patch_test_files(tree, "stable")
+
+
+def test_patch_tests_give_each_component_the_arguments_its_tests_need(tmp_path, monkeypatch, junit_file):
+    files = [
+        "airflow-core/tests/unit/jobs/test_a.py",
+        "task-sdk/tests/task_sdk/api/test_client.py",
+    ]
+    monkeypatch.setattr(runner, "patch_test_files", lambda tree, baseline: files)
+    suites: list[runner.Suite] = []
+
+    def fake_run_suite(python, tree, suite, **kwargs):
+        suites.append(suite)
+        return runner.SuiteResult(outcomes={f"{suite.name}::t": "passed"}), 0, 0.0
+
+    monkeypatch.setattr(runner, "run_suite", fake_run_suite)
+    args = ["patch-tests", "--tree", str(tmp_path), "--python", "python", "--baseline", "main"]
+    assert runner.main(args) == 0
+
+    by_path = {suite.path: suite.extra_args for suite in suites}
+    assert by_path == {
+        "airflow-core/tests/unit/jobs/test_a.py": ("-p", "tests_common.pytest_plugin"),
+        # The SDK's tests import ``task_sdk``, found through the SDK's own pythonpath.
+        "task-sdk/tests/task_sdk/api/test_client.py": (
+            "-p",
+            "tests_common.pytest_plugin",
+            "-o",
+            "pythonpath={tree}/task-sdk/tests",
+        ),
+    }

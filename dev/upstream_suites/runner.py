@@ -41,6 +41,10 @@ class Suite:
     baselines: tuple[str, ...] = ("main", "stable")
 
 
+# Extra pytest arguments the tests of a component need wherever they are: the task SDK's tests
+# import ``task_sdk...``, importable through the SDK's own ``pythonpath = tests``.
+COMPONENT_ARGS: dict[str, tuple[str, ...]] = {"task-sdk": ("-o", "pythonpath={tree}/task-sdk/tests")}
+
 # name -> where the suite lives in the tree, plus extra pytest arguments.
 SUITES: dict[str, Suite] = {
     s.name: s
@@ -395,7 +399,9 @@ def cmd_patch_tests(args: argparse.Namespace) -> int:
     summary, status = {}, 0
     for component, paths in sorted(groups.items()):
         name = f"patch-tests-{args.baseline}-{args.backend}-{component.replace('/', '-')}"
-        suite = Suite(name, " ".join(paths), ("-p", "tests_common.pytest_plugin"))
+        suite = Suite(
+            name, " ".join(paths), ("-p", "tests_common.pytest_plugin", *COMPONENT_ARGS.get(component, ()))
+        )
         result, code, _ = run_suite(
             args.python, tree, suite, keep=args.keep, workers=workers, extra_env=extra_env
         )
