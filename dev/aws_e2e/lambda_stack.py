@@ -84,7 +84,9 @@ class LambdaStack(AirflowStack):
         super().__init__(python, backend, config)
         self._caller_config = dict(config or {})
         self.aws = FakeAws({}, self.root / "ecs-containers")
-        self.lam = FakeLambda(self.aws, {}, self.root / "lambda-invocations", python=python, capacity=capacity)
+        self.lam = FakeLambda(
+            self.aws, {}, self.root / "lambda-invocations", python=python, capacity=capacity
+        )
         self.queue_url = ""
         self.dlq_url = ""
 

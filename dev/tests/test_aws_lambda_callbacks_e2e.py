@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -31,7 +32,16 @@ from aws_e2e.lambda_stack import LambdaStack
 from callback_e2e.common import BLOCKED_POOL, FAST_RECOVERY, FINISHED, GENERIC_FAILURE, PYTHON, STABLE_PYTHON
 from callback_e2e.stack import StackError, wait_for
 
-DAGS = ["e2e_deadline_ok", "e2e_deadline_watch", "e2e_deadline_slow", "e2e_deadline_queue", "e2e_deadline_fails"]
+DAGS = [
+    "e2e_deadline_ok",
+    "e2e_deadline_watch",
+    "e2e_deadline_slow",
+    "e2e_deadline_queue",
+    "e2e_deadline_fails",
+]
+
+# Results nobody tracks are deleted after this many seconds (the default is an hour).
+STALE_RESULT_TIMEOUT = 30
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -111,7 +121,11 @@ def test_stable_core_deadline_callbacks_succeed_once_and_fail_once_with_their_re
 
 @pytest.fixture(scope="module")
 def lambda_stack():
-    config = {**FAST_RECOVERY, "AIRFLOW__CORE__PARALLELISM": "8"}
+    config = {
+        **FAST_RECOVERY,
+        "AIRFLOW__CORE__PARALLELISM": "8",
+        "AIRFLOW__AWS_LAMBDA_EXECUTOR__STALE_RESULT_TIMEOUT": str(STALE_RESULT_TIMEOUT),
+    }
     with LambdaStack(PYTHON, "postgres", config, capacity=4) as stack:
         _start(stack, DAGS)
         yield stack
@@ -131,3 +145,61 @@ def test_deadline_callback_succeeds_once_as_one_invocation(lam):
 
 def test_failing_deadline_callback_runs_once_and_ends_failed_with_its_reason(lam):
     _check_failing_deadline_runs_once_with_its_reason(lam, "fails-1", "fails on purpose")
+
+
+def test_results_left_by_an_earlier_scheduler_do_not_hide_new_results_and_are_deleted_once_stale(lam):
+    """Three batches of results no executor tracks, ahead of the new callbacks' in the queue."""
+    sqs = lam.aws.client("sqs")
+    for _ in range(30):
+        body = json.dumps({"task_key": str(uuid.uuid4()), "return_code": 0})
+        sqs.send_message(QueueUrl=lam.queue_url, MessageBody=body)
+    sent = time.monotonic()
+    lam.trigger("e2e_deadline_queue", "stale-1")
+
+    callback = _wait_finished(lam, "e2e_deadline_queue")
+    assert callback["state"] == "success", (callback["output"], lam.logs())
+    assert _phases(lam, "e2e_deadline_queue") == {"started": 1, "ended": 1}
+    assert lam.queue_depth() == 30, "a result nobody tracks was deleted before it was stale"
+
+    # The queue is read while workloads run: once stale, the next callback's syncs delete them.
+    time.sleep(max(0.0, STALE_RESULT_TIMEOUT + 1 - (time.monotonic() - sent)))
+    lam.trigger("e2e_deadline_burst", "stale-2")
+    callback = _wait_finished(lam, "e2e_deadline_burst")
+    assert callback["state"] == "success", (callback["output"], lam.logs())
+    assert lam.queue_depth() == 0, lam.logs()
+    schedulers = "".join(lam.logs_of(n) for n in lam.procs if n.startswith("scheduler"))
+    assert "no executor sharing the queue has taken it" in schedulers
+
+
+def test_callback_running_while_the_scheduler_is_stopped_is_left_to_the_next_and_reported_once(lam):
+    """SIGTERM while the callback runs, end_wait_timeout 0: the scheduler ends at once; the next adopts it."""
+    lam.trigger("e2e_deadline_slow", "scheduler-stopped-1")  # a 25 s callback
+    wait_for("the callback to start", lambda: _phases(lam, "e2e_deadline_slow")["started"], 120)
+    (stopped,) = [name for name, proc in lam.procs.items() if name.startswith("scheduler") and proc.alive()]
+    started = time.monotonic()
+    lam.stop(stopped)
+    assert time.monotonic() - started < 20, "the scheduler waited for the callback"
+    assert "Leaving 1 running callbacks to the next scheduler" in lam.logs_of(stopped)
+    assert _phases(lam, "e2e_deadline_slow")["ended"] == 0, "the scheduler waited for the callback"
+    lam.scheduler(f"{stopped}-after-stop")
+
+    callback = _wait_finished(lam, "e2e_deadline_slow", timeout=120)
+    assert callback["state"] == "success", (callback["output"], lam.logs())
+    assert _phases(lam, "e2e_deadline_slow") == {"started": 1, "ended": 1}
+    assert len(lam.invocations_for(callback["id"])) == 1
+    assert "Adopted the following 1 callbacks" in lam.logs_of(f"{stopped}-after-stop")
+
+
+def test_callback_running_while_the_scheduler_is_killed_is_adopted_and_reported_once(lam):
+    """SIGKILL while the callback runs: the next scheduler adopts it; it ends once, successfully."""
+    lam.trigger("e2e_deadline_watch", "scheduler-killed-1")  # a 15 s callback
+    wait_for("the callback to start", lambda: _phases(lam, "e2e_deadline_watch")["started"], 120)
+    (killed,) = [name for name, proc in lam.procs.items() if name.startswith("scheduler") and proc.alive()]
+    lam.kill(killed)
+    lam.scheduler(f"{killed}-after-kill")
+
+    callback = _wait_finished(lam, "e2e_deadline_watch", timeout=120)
+    assert callback["state"] == "success", (callback["output"], lam.logs())
+    assert _phases(lam, "e2e_deadline_watch") == {"started": 1, "ended": 1}
+    assert len(lam.invocations_for(callback["id"])) == 1
+    assert "Adopted the following 1 callbacks" in lam.logs_of(f"{killed}-after-kill")
