@@ -9,6 +9,7 @@ worker and broker, a fake Kubernetes cluster...).  Add a harness by subclassing
 from __future__ import annotations
 
 from demo_stack.stacks.aws_ecs import AwsEcsExecutorStack
+from demo_stack.stacks.aws_lambda import AwsLambdaExecutorStack
 from demo_stack.stacks.base import ExecutorStack, StackContext, UnsupportedExecutor
 from demo_stack.stacks.celery import CeleryExecutorStack
 from demo_stack.stacks.edge import EdgeExecutorStack
@@ -21,6 +22,7 @@ STACKS: dict[str, type[ExecutorStack]] = {
     EdgeExecutorStack.name: EdgeExecutorStack,
     CeleryExecutorStack.name: CeleryExecutorStack,
     AwsEcsExecutorStack.name: AwsEcsExecutorStack,
+    AwsLambdaExecutorStack.name: AwsLambdaExecutorStack,
 }
 
 # Executors we intend to support; their harness does not exist yet.

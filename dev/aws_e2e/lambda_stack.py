@@ -1,0 +1,165 @@
+"""``callback_e2e``'s :class:`AirflowStack` on ``AwsLambdaExecutor`` against moto plus :class:`FakeLambda`.
+
+The fake's account has the executor's function (``airflow-e2e-lambda``: its environment names the
+results queue, its ``DeadLetterConfig`` the dead-letter queue, ``Timeout`` 300 s, no retries of a
+handler error), the results queue ``airflow-e2e-results`` and the dead-letter queue
+``airflow-e2e-dlq``; the stack's configuration points the executor at them and at the fake
+(``aws_default``'s ``endpoint_url``). Each workload is one asynchronous invocation that the
+provider's own handler (``aws_lambda/docker/app.py``) runs as a local process with the stack's
+interpreter and environment; its output is in ``<home>/lambda-invocations/``.
+
+Stopping order: scheduler(s) and dag-processor, then the api-server, then the fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Self
+
+from aws_e2e.fake import REGION, FakeAws
+from aws_e2e.lambda_fake import FakeLambda, Invocation, queue_arn
+from callback_e2e.stack import AirflowStack
+
+LAMBDA_EXECUTOR = "airflow.providers.amazon.aws.executors.aws_lambda.lambda_executor.AwsLambdaExecutor"
+FUNCTION = "airflow-e2e-lambda"
+RESULTS_QUEUE = "airflow-e2e-results"
+DEAD_LETTER_QUEUE = "airflow-e2e-dlq"
+FUNCTION_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/airflow-e2e-lambda:local"
+FUNCTION_TIMEOUT = 300
+
+
+def create_lambda_resources(aws: FakeAws) -> dict[str, str]:
+    """The function, its results queue and dead-letter queue; returns the executor's configuration."""
+    sqs = aws.client("sqs")
+    results = sqs.create_queue(QueueName=RESULTS_QUEUE)["QueueUrl"]
+    dlq = sqs.create_queue(QueueName=DEAD_LETTER_QUEUE)["QueueUrl"]
+    role = aws.client("iam").create_role(RoleName=f"{FUNCTION}-role", AssumeRolePolicyDocument="{}")["Role"]
+    client = aws.client("lambda")
+    client.create_function(
+        FunctionName=FUNCTION,
+        Role=role["Arn"],
+        PackageType="Image",
+        Code={"ImageUri": FUNCTION_IMAGE},
+        Timeout=FUNCTION_TIMEOUT,
+        Environment={"Variables": {"AIRFLOW__AWS_LAMBDA_EXECUTOR__QUEUE_URL": results}},
+        DeadLetterConfig={"TargetArn": queue_arn(DEAD_LETTER_QUEUE)},
+    )
+    # The executor resubmits what it must; Lambda's own retries would run a workload twice.
+    client.put_function_event_invoke_config(FunctionName=FUNCTION, MaximumRetryAttempts=0)
+    return lambda_executor_config(results, dlq)
+
+
+def lambda_executor_config(queue_url: str, dlq_url: str) -> dict[str, str]:
+    """``AIRFLOW__*`` variables for AwsLambdaExecutor on the fake's function and queues."""
+    return {
+        "AIRFLOW__CORE__EXECUTOR": LAMBDA_EXECUTOR,
+        "AIRFLOW__AWS_LAMBDA_EXECUTOR__FUNCTION_NAME": FUNCTION,
+        "AIRFLOW__AWS_LAMBDA_EXECUTOR__QUEUE_URL": queue_url,
+        "AIRFLOW__AWS_LAMBDA_EXECUTOR__DEAD_LETTER_QUEUE_URL": dlq_url,
+        "AIRFLOW__AWS_LAMBDA_EXECUTOR__REGION_NAME": REGION,
+        "AIRFLOW__AWS_LAMBDA_EXECUTOR__CHECK_HEALTH_ON_STARTUP": "True",
+    }
+
+
+class LambdaStack(AirflowStack):
+    """
+    An :class:`AirflowStack` on AwsLambdaExecutor against :class:`FakeAws` and :class:`FakeLambda`;
+    start a scheduler with :meth:`scheduler` once :meth:`wait_healthy` returned.
+
+    :param capacity: invocations running at once (the others wait queued).
+    :param config: extra ``AIRFLOW__*`` variables for every component (over the executor's).
+    """
+
+    root_prefix = "aws-lambda-e2e-"
+    db_prefix = "aws_lambda_e2e_"
+
+    def __init__(
+        self,
+        python: str,
+        backend: str = "sqlite",
+        config: Mapping[str, str] | None = None,
+        capacity: int = 4,
+    ):
+        super().__init__(python, backend, config)
+        self._caller_config = dict(config or {})
+        self.aws = FakeAws({}, self.root / "ecs-containers")
+        self.lam = FakeLambda(
+            self.aws, {}, self.root / "lambda-invocations", python=python, capacity=capacity
+        )
+        self.queue_url = ""
+        self.dlq_url = ""
+
+    def __enter__(self) -> Self:
+        from aws_e2e import image_environment
+
+        try:
+            self.aws.start()
+            self.lam.start()
+            self.config.update(self.aws.client_env())
+            executor_config = create_lambda_resources(self.aws)
+            self.queue_url = executor_config["AIRFLOW__AWS_LAMBDA_EXECUTOR__QUEUE_URL"]
+            self.dlq_url = executor_config["AIRFLOW__AWS_LAMBDA_EXECUTOR__DEAD_LETTER_QUEUE_URL"]
+            self.config.update(executor_config)
+            self.config.update(self._caller_config)
+            self.lam.image_env = image_environment(self.env(), self.python)
+        except BaseException:
+            self._stop_aws()
+            AirflowStack.__exit__(self, None, None, None)
+            raise
+        return super().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            self._stop_aws()
+
+    def _stop_aws(self) -> None:
+        self.lam.stop()
+        if self.aws.port is not None:
+            self.aws.stop()
+            self.aws.port = None
+
+    def stop_groups(self) -> list[list[str]]:
+        """Scheduler(s) and dag-processor first, the api-server last."""
+        last = [name for name in self.procs if name == "api-server"]
+        first = [name for name in self.procs if name not in last]
+        return [group for group in (first, last) if group]
+
+    # -- observations ----------------------------------------------------------------------------
+    def invocations_for(self, callback_id: str) -> list[Invocation]:
+        """The invocations whose event carries the callback (its key is its id)."""
+        return self.lam.invocations_for(callback_id)
+
+    def queue_depth(self, queue_url: str | None = None) -> int:
+        attributes = self.aws.client("sqs").get_queue_attributes(
+            QueueUrl=queue_url or self.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
+
+    def logs_of(self, name: str) -> str:
+        """The whole process log of component ``name``."""
+        path = self.procs[name].log_path
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def logs(self) -> str:
+        invocations = sorted(self.lam.logs_dir.glob("*.log"), key=lambda p: p.stat().st_mtime)[-3:]
+        tails = "\n".join(
+            f"--- invocation {p.stem} ---\n{p.read_text(errors='replace')[-3000:]}" for p in invocations
+        )
+        errors = f"\n--- agent errors ---\n{self.lam.agent_errors}" if self.lam.agent_errors else ""
+        return f"{super().logs()}\n{tails}{errors}"
+
+    def callback_log(self, callback_id: str) -> str:
+        base = self.home.logs / "executor_callbacks"
+        if not base.is_dir():
+            return ""
+        files: list[Path] = sorted(p for p in base.glob(f"*/*/{callback_id}*") if p.is_file())
+        return "".join(p.read_text(errors="replace") for p in files)
+
+
+__all__: list[Any] = ["FUNCTION", "LAMBDA_EXECUTOR", "LambdaStack", "create_lambda_resources"]
