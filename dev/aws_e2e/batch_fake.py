@@ -35,6 +35,9 @@ AWS behaviours moto lacks, restored (patches of moto's Batch backend and respons
 * ``ListJobs`` without ``jobStatus`` and without ``filters`` lists only ``RUNNING`` jobs, as AWS
   does (moto lists all); with ``filters`` every status is listed (both).
 
+Faults on demand: :meth:`FakeAwsBatch.fail_next_submit_jobs` makes the next ``SubmitJob`` calls fail
+with a ``ClientException``, as a throttled or refused submission does.
+
 What moto already rejects as AWS does, kept: an unknown job queue or job definition, an invalid job
 name.
 """
@@ -123,6 +126,9 @@ def _install_batch_patches() -> None:
         body = self.body if isinstance(self.body, bytes) else (self.body or "").encode()
         if len(body) > SUBMIT_JOB_PAYLOAD_LIMIT:
             raise ClientException(PAYLOAD_TOO_LARGE)
+        fake = _ACTIVE_BATCH
+        if fake is not None and fake.submit_failures:
+            raise ClientException(fake.submit_failures.pop(0))
         return original_submit_response(self)
 
     def list_jobs(self, job_queue_name, array_job_id, job_status=None, filters=None):
@@ -178,6 +184,12 @@ class FakeAwsBatch(FakeAws):
         self._jobs_running: dict[str, _RunningJob] = {}
         self.started_jobs: list[str] = []
         """IDs of the Batch jobs whose container the agent started, in order."""
+        self.submit_failures: list[str] = []
+        """Messages of the ``ClientException`` the next SubmitJob calls answer (see :meth:`fail_next_submit_jobs`)."""
+
+    def fail_next_submit_jobs(self, count: int = 1, message: str = "Too many requests") -> None:
+        """The next ``count`` SubmitJob calls create no job and answer ``ClientException`` with ``message``."""
+        self.submit_failures.extend([message] * count)
 
     def start(self) -> Self:
         global _ACTIVE_BATCH

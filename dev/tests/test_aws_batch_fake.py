@@ -309,3 +309,14 @@ def test_the_executor_reads_a_failed_callback_reason_from_the_job_log(aws, monke
     monkeypatch.setenv("AIRFLOW__AWS_BATCH_EXECUTOR__REGION_NAME", "us-east-1")
     executor = AwsBatchExecutor()
     assert executor._callback_failure_reason(_executor_job(aws, job_id)) == "it broke"
+
+
+def test_submit_failures_on_demand_create_no_job_and_name_the_reason(aws):
+    aws.fail_next_submit_jobs(2, message="Too many requests")
+    for _ in range(2):
+        with pytest.raises(ClientError) as err:
+            _submit(aws, ["true"])
+        assert err.value.response["Error"]["Code"] == "ClientException"
+        assert err.value.response["Error"]["Message"] == "Too many requests"
+    assert _submit(aws, ["true"])
+    assert len(aws.batch_jobs()) == 1
