@@ -1,0 +1,267 @@
+"""End to end: executor callbacks on AwsBatchExecutor, each run as an AWS Batch job by dev/aws_e2e's fake.
+
+Each stack (``aws_e2e.batch_stack.BatchStack``) runs api-server, scheduler and dag-processor, with
+moto in server mode in this test process and its agent running every Batch job's container command
+(the workload the executor submitted) as a local process with the stack's virtualenv and
+configuration, then reporting the job ``SUCCEEDED`` or ``FAILED`` with the container's real exit
+code, as Batch does. The Deadline Alert DAGs are ``dev/callback_e2e/dags/e2e_deadline_dags.py``
+(a ``deadline`` callable that writes a ``started`` and an ``ended`` marker, so a callback run twice,
+or not to its end, shows); the DAG run callbacks are those of ``e2e_dags.py``, run on the executor.
+
+One PostgreSQL stack on the patched core (``.venv``) is shared by most tests. A SQLite stack on the
+stable core (``.venv-stable``: core 3.3.2, our amazon provider) runs success and failure there, first
+in the file (one fake AWS per process).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("moto")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aws_e2e.batch_stack import BatchStack
+from callback_e2e.common import BLOCKED_POOL, FAST_RECOVERY, FINISHED, GENERIC_FAILURE, PYTHON, STABLE_PYTHON
+from callback_e2e.stack import StackError, wait_for
+
+# 20 in CI (more than the 6 Batch jobs the fake runs at once); AWS_E2E_BURST=50 for the issue's 50.
+BURST = int(os.environ.get("AWS_E2E_BURST", "20"))
+DAGS = [
+    "e2e_deadline_ok",
+    "e2e_deadline_watch",
+    "e2e_deadline_slow",
+    "e2e_deadline_queue",
+    "e2e_deadline_burst",
+    "e2e_deadline_fails",
+    "e2e_deadline_big",
+    "e2e_fail",
+    "e2e_ok",
+    "e2e_api",
+]
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _start(stack: BatchStack, dags: list[str]) -> None:
+    stack.wait_healthy()
+    stack.api.warm_execution_api()
+    stack.api.request("POST", "/api/v2/pools", {"name": BLOCKED_POOL, "slots": 0})
+    stack.scheduler()
+    stack.wait_dags(dags)
+
+
+def _callbacks(stack: BatchStack, dag_id: str) -> list[dict]:
+    return [c for c in stack.executor_callbacks() if (c["data"].get("kwargs") or {}).get("name") == dag_id]
+
+
+def _phases(stack: BatchStack, dag_id: str) -> Counter:
+    return Counter(m.extra["phase"] for m in stack.read_markers() if m.name == dag_id and m.extra)
+
+
+def _wait_finished(stack: BatchStack, dag_id: str, timeout: float = 120) -> dict:
+    """The one callback of ``dag_id`` once it is success or failed; fails naming the stuck state and logs."""
+    try:
+        wait_for(
+            f"the callback of {dag_id} to finish",
+            lambda: any(c["state"] in FINISHED for c in _callbacks(stack, dag_id)),
+            timeout,
+        )
+    except StackError as err:
+        seen = [(c["id"], c["state"], c["output"]) for c in _callbacks(stack, dag_id)]
+        pytest.fail(f"{err}; callbacks {seen}\n{stack.logs()}")
+    time.sleep(3)  # a resubmitted Batch job, or a second report, would show now
+    callbacks = _callbacks(stack, dag_id)
+    assert len(callbacks) == 1, callbacks
+    return callbacks[0]
+
+
+def _running_scheduler(stack: BatchStack) -> str:
+    (name,) = [name for name, proc in stack.procs.items() if name.startswith("scheduler") and proc.alive()]
+    return name
+
+
+def _check_deadline_succeeds_once(stack: BatchStack, run_id: str) -> None:
+    stack.trigger("e2e_deadline_ok", run_id)
+    callback = _wait_finished(stack, "e2e_deadline_ok")
+    assert callback["state"] == "success", (callback["output"], stack.logs())
+    assert _phases(stack, "e2e_deadline_ok") == {"started": 1, "ended": 1}
+    (job,) = stack.batch_jobs_for(callback["id"])
+    assert (job.status, job.exit_code) == ("SUCCEEDED", 0)
+    assert "Callback executed successfully" in stack.callback_log(callback["id"])
+
+
+def _check_failing_deadline_runs_once_with_its_reason(stack: BatchStack, run_id: str, reason: str) -> None:
+    stack.trigger("e2e_deadline_fails", run_id)
+    callback = _wait_finished(stack, "e2e_deadline_fails")
+    assert callback["state"] == "failed", (callback["output"], stack.logs())
+    assert _phases(stack, "e2e_deadline_fails") == {"started": 1}, "the body ran more than once"
+    jobs = stack.batch_jobs_for(callback["id"])
+    assert len(jobs) == 1, f"the failed callback was resubmitted: {len(jobs)} Batch jobs"
+    output = callback["output"] or ""
+    assert output != GENERIC_FAILURE, f"no reason in the callback's output: {output!r}"
+    assert reason in output, output
+
+
+# ------------------------------------------------------------------------------ stable core (3.3.2)
+
+
+@pytest.mark.skipif(
+    not os.path.exists(STABLE_PYTHON), reason="no .venv-stable (dev/series env --baseline stable)"
+)
+def test_stable_core_deadline_callbacks_succeed_once_and_fail_once_with_their_reason():
+    with BatchStack(STABLE_PYTHON, "sqlite", {"AIRFLOW__CORE__PARALLELISM": "4"}, capacity=2) as stack:
+        _start(stack, ["e2e_deadline_ok", "e2e_deadline_fails"])
+        _check_deadline_succeeds_once(stack, "stable-ok-1")
+        # Task SDK 1.3.2's supervise_callback names only the callback process's exit code.
+        _check_failing_deadline_runs_once_with_its_reason(
+            stack, "stable-fails-1", "Callback subprocess exited with code 1"
+        )
+
+
+# ------------------------------------------------------------------------------------------ PostgreSQL
+
+
+@pytest.fixture(scope="module")
+def batch_stack():
+    config = {**FAST_RECOVERY, "AIRFLOW__CORE__PARALLELISM": "8"}
+    with BatchStack(PYTHON, "postgres", config, capacity=6) as stack:
+        _start(stack, DAGS)
+        stack.api.request("POST", "/api/v2/variables", {"key": "e2e_in", "value": "from-the-test"})
+        yield stack
+
+
+@pytest.fixture
+def batch(batch_stack):
+    """The PostgreSQL stack with a scheduler running (a test before may have killed it)."""
+    if not any(name.startswith("scheduler") and proc.alive() for name, proc in batch_stack.procs.items()):
+        batch_stack.scheduler(f"scheduler-{len(batch_stack.procs)}")
+    return batch_stack
+
+
+def test_deadline_callback_succeeds_once_as_one_batch_job(batch):
+    _check_deadline_succeeds_once(batch, "ok-1")
+
+
+def test_failing_deadline_callback_runs_once_and_ends_failed_with_its_reason(batch):
+    _check_failing_deadline_runs_once_with_its_reason(batch, "fails-1", "fails on purpose")
+
+
+def test_dag_run_callbacks_run_once_on_batch_and_read_a_variable(batch):
+    failed_run = batch.trigger("e2e_fail", "dag-fail-1")
+    ok_run = batch.trigger("e2e_ok", "dag-ok-1")
+    api_run = batch.trigger("e2e_api", "dag-api-1", logical_date="2026-01-01T00:00:00+00:00")
+
+    def finished() -> dict:
+        done = {c["data"]["dag_id"]: c for c in batch.dag_callbacks() if c["state"] in FINISHED}
+        return done if len(done) == 3 else {}
+
+    try:
+        callbacks = wait_for("three finished DAG run callbacks", finished, 180)
+    except StackError as err:
+        pytest.fail(
+            f"{err}; {[(c['data'].get('dag_id'), c['state']) for c in batch.dag_callbacks()]}\n{batch.logs()}"
+        )
+    time.sleep(3)
+    markers = [m for m in batch.read_markers() if m.run_id in (failed_run, ok_run, api_run)]
+    assert sorted((m.name, m.run_id) for m in markers) == sorted(
+        [("fail_a", failed_run), ("fail_b", failed_run), ("ok", ok_run), ("api", api_run)]
+    ), batch.logs()
+    assert callbacks["e2e_ok"]["state"] == "success", callbacks["e2e_ok"]["output"]
+    assert callbacks["e2e_api"]["state"] == "success", callbacks["e2e_api"]["output"]
+    (api,) = [m for m in markers if m.name == "api"]
+    assert api.extra == {"xcom": "pushed-value", "variable": "from-the-test", "previous_run": None}
+    failure = callbacks["e2e_fail"]
+    assert failure["state"] == "failed"
+    assert "e2e_callbacks.boom: ValueError: boom on purpose" in (failure["output"] or ""), failure["output"]
+    for callback in callbacks.values():
+        assert len(batch.batch_jobs_for(callback["id"])) == 1, callback
+
+
+def test_callback_with_large_kwargs_runs_once(batch):
+    """10 kB of callback kwargs: the workload fits the 30 KiB of a SubmitJob payload as it is."""
+    dag_id = "e2e_deadline_big"
+    batch.trigger(dag_id, f"{dag_id}-1")
+
+    callback = _wait_finished(batch, dag_id)
+    assert callback["state"] == "success", (callback["output"], batch.logs())
+    assert _phases(batch, dag_id) == {"started": 1, "ended": 1}
+    assert len(batch.batch_jobs_for_run(dag_id)) == 1
+
+
+def test_burst_of_callbacks_runs_each_once(batch):
+    run_ids = {batch.trigger("e2e_deadline_burst", f"burst-{i:02d}") for i in range(BURST)}
+
+    def finished() -> bool:
+        return len([c for c in _callbacks(batch, "e2e_deadline_burst") if c["state"] in FINISHED]) >= BURST
+
+    try:
+        wait_for(f"{BURST} finished callbacks", finished, 300, poll=1)
+    except StackError as err:
+        states = Counter(c["state"] for c in _callbacks(batch, "e2e_deadline_burst"))
+        pytest.fail(f"{err}; states {states}\n{batch.logs()}")
+    time.sleep(3)
+    callbacks = _callbacks(batch, "e2e_deadline_burst")
+    assert len(callbacks) == BURST
+    assert Counter(c["state"] for c in callbacks) == {"success": BURST}, [
+        c["output"] for c in callbacks if c["state"] != "success"
+    ][:3]
+    assert _phases(batch, "e2e_deadline_burst") == {"started": BURST, "ended": BURST}
+    assert all(len(batch.batch_jobs_for(c["id"])) == 1 for c in callbacks), "a callback ran in two Batch jobs"
+    assert {
+        r for (r,) in batch.query("SELECT run_id FROM dag_run WHERE dag_id = 'e2e_deadline_burst'")
+    } == run_ids
+
+
+def test_callback_whose_submission_fails_across_a_scheduler_restart_runs_once(batch):
+    """SubmitJob refused, the scheduler killed while the executor retries: the next scheduler queues it again."""
+    batch.aws.fail_next_submit_jobs(1000, message="Too many requests")
+    batch.trigger("e2e_deadline_queue", "submit-retries-1")
+    wait_for("a refused SubmitJob", lambda: len(batch.aws.submit_failures) < 1000, 120)
+    killed = _running_scheduler(batch)
+    batch.kill(killed)
+    batch.aws.submit_failures.clear()
+    batch.scheduler(f"{killed}-after-refusals")
+
+    callback = _wait_finished(batch, "e2e_deadline_queue", timeout=120)
+    assert callback["state"] == "success", (callback["output"], batch.logs())
+    assert _phases(batch, "e2e_deadline_queue") == {"started": 1, "ended": 1}
+    assert len(batch.batch_jobs_for(callback["id"])) == 1
+
+
+def test_callback_running_while_the_scheduler_is_stopped_is_adopted_and_reported_once(batch):
+    """SIGTERM while the callback's Batch job runs: the scheduler leaves it; the next one adopts it."""
+    batch.trigger("e2e_deadline_slow", "scheduler-stopped-1")  # a 25 s callback
+    wait_for("the callback to start", lambda: _phases(batch, "e2e_deadline_slow")["started"], 120)
+    stopped = _running_scheduler(batch)
+    batch.stop(stopped)
+    assert "Leaving 1 running callbacks to the next scheduler" in batch.logs_of(stopped)
+    assert _phases(batch, "e2e_deadline_slow")["ended"] == 0, "the scheduler waited for the callback"
+    batch.scheduler(f"{stopped}-after-stop")
+
+    callback = _wait_finished(batch, "e2e_deadline_slow", timeout=120)
+    assert callback["state"] == "success", (callback["output"], batch.logs())
+    assert _phases(batch, "e2e_deadline_slow") == {"started": 1, "ended": 1}
+    assert len(batch.batch_jobs_for(callback["id"])) == 1
+    assert "Adopted the following 1 callbacks" in batch.logs_of(f"{stopped}-after-stop")
+
+
+def test_callback_running_while_the_scheduler_is_killed_is_adopted_and_reported_once(batch):
+    """SIGKILL while the callback's Batch job runs: the next scheduler adopts it; it ends once, successfully."""
+    batch.trigger("e2e_deadline_watch", "scheduler-killed-1")  # a 15 s callback
+    wait_for("the callback to start", lambda: _phases(batch, "e2e_deadline_watch")["started"], 120)
+    killed = _running_scheduler(batch)
+    batch.kill(killed)
+    batch.scheduler(f"{killed}-after-kill")
+
+    callback = _wait_finished(batch, "e2e_deadline_watch", timeout=120)
+    assert callback["state"] == "success", (callback["output"], batch.logs())
+    assert _phases(batch, "e2e_deadline_watch") == {"started": 1, "ended": 1}
+    assert len(batch.batch_jobs_for(callback["id"])) == 1
+    assert "Adopted the following 1 callbacks" in batch.logs_of(f"{killed}-after-kill")
