@@ -183,15 +183,6 @@ class EcsStack(AirflowStack):
         errors = f"\n--- agent errors ---\n{self.aws.agent_errors}" if self.aws.agent_errors else ""
         return f"{super().logs()}\n{tails}{errors}"
 
-    def callback_log_files(self, callback_id: str) -> list[Path]:
-        base = self.home.logs / "executor_callbacks"
-        if not base.is_dir():
-            return []
-        return sorted(p for p in base.glob(f"*/*/{callback_id}*") if p.is_file())
-
-    def callback_log(self, callback_id: str) -> str:
-        return "".join(p.read_text(errors="replace") for p in self.callback_log_files(callback_id))
-
 
 __all__ = [
     "CLUSTER",

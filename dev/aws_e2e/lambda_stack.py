@@ -14,7 +14,6 @@ Stopping order: scheduler(s) and dag-processor, then the api-server, then the fa
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Self
 
 from aws_e2e.fake import REGION, FakeAws
@@ -153,13 +152,6 @@ class LambdaStack(AirflowStack):
         )
         errors = f"\n--- agent errors ---\n{self.lam.agent_errors}" if self.lam.agent_errors else ""
         return f"{super().logs()}\n{tails}{errors}"
-
-    def callback_log(self, callback_id: str) -> str:
-        base = self.home.logs / "executor_callbacks"
-        if not base.is_dir():
-            return ""
-        files: list[Path] = sorted(p for p in base.glob(f"*/*/{callback_id}*") if p.is_file())
-        return "".join(p.read_text(errors="replace") for p in files)
 
 
 __all__: list[Any] = ["FUNCTION", "LAMBDA_EXECUTOR", "LambdaStack", "create_lambda_resources"]

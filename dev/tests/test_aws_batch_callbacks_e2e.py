@@ -31,8 +31,9 @@ from aws_e2e.batch_stack import BatchStack
 from callback_e2e.common import BLOCKED_POOL, FAST_RECOVERY, FINISHED, GENERIC_FAILURE, PYTHON, STABLE_PYTHON
 from callback_e2e.stack import StackError, wait_for
 
-# 20 in CI (more than the 6 Batch jobs the fake runs at once); AWS_E2E_BURST=50 for the 50.
-BURST = int(os.environ.get("AWS_E2E_BURST", "20"))
+# 12 in CI (twice the 6 Batch jobs the fake runs at once; the ECS e2e runs 20); AWS_E2E_BURST=50 for
+# the 50.
+BURST = int(os.environ.get("AWS_E2E_BURST", "12"))
 DAGS = [
     "e2e_deadline_ok",
     "e2e_deadline_watch",
