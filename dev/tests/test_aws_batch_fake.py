@@ -320,3 +320,25 @@ def test_submit_failures_on_demand_create_no_job_and_name_the_reason(aws):
         assert err.value.response["Error"]["Message"] == "Too many requests"
     assert _submit(aws, ["true"])
     assert len(aws.batch_jobs()) == 1
+
+
+def test_demo_stack_runs_the_executor_against_the_fake(tmp_path):
+    """``scripts/demo --executor AwsBatchExecutor``: the executor is pointed at the fake's queue."""
+    import sys
+
+    from demo_stack.stacks import StackContext, get_stack
+
+    stack = get_stack("AwsBatchExecutor")
+    ctx = StackContext(airflow_home=tmp_path, python=sys.executable, api_url="http://127.0.0.1:1", env={})
+    try:
+        config = stack.config(ctx)
+        assert config["AIRFLOW__CORE__EXECUTOR"].endswith(".AwsBatchExecutor")
+        assert config["AIRFLOW__AWS_BATCH_EXECUTOR__JOB_QUEUE"] == JOB_QUEUE
+        stack.setup(ctx)
+        batch = stack._aws.client("batch")
+        queues = batch.describe_job_queues(jobQueues=[JOB_QUEUE])["jobQueues"]
+        assert [q["jobQueueName"] for q in queues] == [JOB_QUEUE]
+        assert stack.executor_label(config["AIRFLOW__CORE__EXECUTOR"]) == "AwsBatchExecutor"
+    finally:
+        stack.teardown(ctx)
+    stack.teardown(ctx)  # a second teardown is harmless

@@ -8,6 +8,7 @@ worker and broker, a fake Kubernetes cluster...).  Add a harness by subclassing
 
 from __future__ import annotations
 
+from demo_stack.stacks.aws_batch import AwsBatchExecutorStack
 from demo_stack.stacks.aws_ecs import AwsEcsExecutorStack
 from demo_stack.stacks.aws_lambda import AwsLambdaExecutorStack
 from demo_stack.stacks.base import ExecutorStack, StackContext, UnsupportedExecutor
@@ -22,6 +23,7 @@ STACKS: dict[str, type[ExecutorStack]] = {
     EdgeExecutorStack.name: EdgeExecutorStack,
     CeleryExecutorStack.name: CeleryExecutorStack,
     AwsEcsExecutorStack.name: AwsEcsExecutorStack,
+    AwsBatchExecutorStack.name: AwsBatchExecutorStack,
     AwsLambdaExecutorStack.name: AwsLambdaExecutorStack,
 }
 
