@@ -279,6 +279,10 @@ class AirflowStack:
     def read_markers(self) -> list[Marker]:
         return read_markers(self.markers)
 
+    def callback_diagnostics(self, callback_id: str) -> str:
+        """What the executor's side knows of a callback, for failure messages (a harness overrides it)."""
+        return ""
+
     def callback_log_files(self, callback_id: str, folder: Path | None = None) -> list[Path]:
         """A callback's log files in ``folder``, by default the stack's own log folder."""
         return callback_log_files(self.home.logs if folder is None else folder, callback_id)

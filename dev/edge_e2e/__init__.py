@@ -157,6 +157,9 @@ class EdgeStack(AirflowStack):
         )
         return [{"state": s, "queue": q, "edge_worker": w, "command_length": n} for s, q, w, n in rows]
 
+    def callback_diagnostics(self, callback_id: str) -> str:
+        return f"edge jobs {self.edge_jobs(callback_id)}"
+
     def edge_log(self, callback_id: str) -> str:
         """The log chunks workers pushed for a callback, in the ``edge_logs`` table."""
         rows = self.query(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -28,8 +27,15 @@ pytest.importorskip("moto")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aws_e2e.batch_stack import BatchStack
-from callback_e2e.common import BLOCKED_POOL, FAST_RECOVERY, FINISHED, GENERIC_FAILURE, PYTHON, STABLE_PYTHON
-from callback_e2e.stack import StackError, wait_for
+from callback_e2e.common import BLOCKED_POOL, FAST_RECOVERY, GENERIC_FAILURE, PYTHON, STABLE_PYTHON
+from callback_e2e.scenarios import (
+    burst_runs_each_once,
+    dag_run_callbacks_run_once,
+    deadline_callbacks,
+    deadline_phases,
+    wait_deadline_finished,
+)
+from callback_e2e.stack import wait_for
 
 # 12 in CI (twice the 6 Batch jobs the fake runs at once; the ECS e2e runs 20); AWS_E2E_BURST=50 for
 # the issue's 50.
@@ -50,37 +56,24 @@ DAGS = [
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
+def _callbacks(stack: BatchStack, dag_id: str) -> list[dict]:
+    return deadline_callbacks(stack, dag_id)
+
+
+def _phases(stack: BatchStack, dag_id: str) -> Counter:
+    return deadline_phases(stack, dag_id)
+
+
+def _wait_finished(stack: BatchStack, dag_id: str, timeout: float = 120) -> dict:
+    return wait_deadline_finished(stack, dag_id, timeout, settle=3)
+
+
 def _start(stack: BatchStack, dags: list[str]) -> None:
     stack.wait_healthy()
     stack.api.warm_execution_api()
     stack.api.request("POST", "/api/v2/pools", {"name": BLOCKED_POOL, "slots": 0})
     stack.scheduler()
     stack.wait_dags(dags)
-
-
-def _callbacks(stack: BatchStack, dag_id: str) -> list[dict]:
-    return [c for c in stack.executor_callbacks() if (c["data"].get("kwargs") or {}).get("name") == dag_id]
-
-
-def _phases(stack: BatchStack, dag_id: str) -> Counter:
-    return Counter(m.extra["phase"] for m in stack.read_markers() if m.name == dag_id and m.extra)
-
-
-def _wait_finished(stack: BatchStack, dag_id: str, timeout: float = 120) -> dict:
-    """The one callback of ``dag_id`` once it is success or failed; fails naming the stuck state and logs."""
-    try:
-        wait_for(
-            f"the callback of {dag_id} to finish",
-            lambda: any(c["state"] in FINISHED for c in _callbacks(stack, dag_id)),
-            timeout,
-        )
-    except StackError as err:
-        seen = [(c["id"], c["state"], c["output"]) for c in _callbacks(stack, dag_id)]
-        pytest.fail(f"{err}; callbacks {seen}\n{stack.logs()}")
-    time.sleep(3)  # a resubmitted Batch job, or a second report, would show now
-    callbacks = _callbacks(stack, dag_id)
-    assert len(callbacks) == 1, callbacks
-    return callbacks[0]
 
 
 def _running_scheduler(stack: BatchStack) -> str:
@@ -155,32 +148,7 @@ def test_failing_deadline_callback_runs_once_and_ends_failed_with_its_reason(bat
 
 
 def test_dag_run_callbacks_run_once_on_batch_and_read_a_variable(batch):
-    failed_run = batch.trigger("e2e_fail", "dag-fail-1")
-    ok_run = batch.trigger("e2e_ok", "dag-ok-1")
-    api_run = batch.trigger("e2e_api", "dag-api-1", logical_date="2026-01-01T00:00:00+00:00")
-
-    def finished() -> dict:
-        done = {c["data"]["dag_id"]: c for c in batch.dag_callbacks() if c["state"] in FINISHED}
-        return done if len(done) == 3 else {}
-
-    try:
-        callbacks = wait_for("three finished DAG run callbacks", finished, 180)
-    except StackError as err:
-        pytest.fail(
-            f"{err}; {[(c['data'].get('dag_id'), c['state']) for c in batch.dag_callbacks()]}\n{batch.logs()}"
-        )
-    time.sleep(3)
-    markers = [m for m in batch.read_markers() if m.run_id in (failed_run, ok_run, api_run)]
-    assert sorted((m.name, m.run_id) for m in markers) == sorted(
-        [("fail_a", failed_run), ("fail_b", failed_run), ("ok", ok_run), ("api", api_run)]
-    ), batch.logs()
-    assert callbacks["e2e_ok"]["state"] == "success", callbacks["e2e_ok"]["output"]
-    assert callbacks["e2e_api"]["state"] == "success", callbacks["e2e_api"]["output"]
-    (api,) = [m for m in markers if m.name == "api"]
-    assert api.extra == {"xcom": "pushed-value", "variable": "from-the-test", "previous_run": None}
-    failure = callbacks["e2e_fail"]
-    assert failure["state"] == "failed"
-    assert "e2e_callbacks.boom: ValueError: boom on purpose" in (failure["output"] or ""), failure["output"]
+    callbacks = dag_run_callbacks_run_once(batch)
     for callback in callbacks.values():
         assert len(batch.batch_jobs_for(callback["id"])) == 1, callback
 
@@ -197,27 +165,8 @@ def test_callback_with_large_kwargs_runs_once(batch):
 
 
 def test_burst_of_callbacks_runs_each_once(batch):
-    run_ids = {batch.trigger("e2e_deadline_burst", f"burst-{i:02d}") for i in range(BURST)}
-
-    def finished() -> bool:
-        return len([c for c in _callbacks(batch, "e2e_deadline_burst") if c["state"] in FINISHED]) >= BURST
-
-    try:
-        wait_for(f"{BURST} finished callbacks", finished, 300, poll=1)
-    except StackError as err:
-        states = Counter(c["state"] for c in _callbacks(batch, "e2e_deadline_burst"))
-        pytest.fail(f"{err}; states {states}\n{batch.logs()}")
-    time.sleep(3)
-    callbacks = _callbacks(batch, "e2e_deadline_burst")
-    assert len(callbacks) == BURST
-    assert Counter(c["state"] for c in callbacks) == {"success": BURST}, [
-        c["output"] for c in callbacks if c["state"] != "success"
-    ][:3]
-    assert _phases(batch, "e2e_deadline_burst") == {"started": BURST, "ended": BURST}
+    callbacks = burst_runs_each_once(batch, BURST)
     assert all(len(batch.batch_jobs_for(c["id"])) == 1 for c in callbacks), "a callback ran in two Batch jobs"
-    assert {
-        r for (r,) in batch.query("SELECT run_id FROM dag_run WHERE dag_id = 'e2e_deadline_burst'")
-    } == run_ids
 
 
 def test_callback_whose_submission_fails_across_a_scheduler_restart_runs_once(batch):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -32,8 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aws_e2e import EcsStack
 from aws_e2e.fake import OVERRIDES_LIMIT, overrides_length
-from callback_e2e.common import BLOCKED_POOL, FAST_RECOVERY, FINISHED, GENERIC_FAILURE, PYTHON, STABLE_PYTHON
-from callback_e2e.stack import StackError, wait_for
+from callback_e2e.common import BLOCKED_POOL, FAST_RECOVERY, GENERIC_FAILURE, PYTHON, STABLE_PYTHON
+from callback_e2e.scenarios import (
+    burst_runs_each_once,
+    dag_run_callbacks_run_once,
+    deadline_callbacks,
+    deadline_phases,
+    wait_deadline_finished,
+)
+from callback_e2e.stack import wait_for
 
 # 20 in CI (more than the 4 ECS tasks the fake runs at once); AWS_E2E_BURST=50 for the issue's 50.
 BURST = int(os.environ.get("AWS_E2E_BURST", "20"))
@@ -54,37 +60,24 @@ DAGS = [
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
+def _callbacks(stack: EcsStack, dag_id: str) -> list[dict]:
+    return deadline_callbacks(stack, dag_id)
+
+
+def _phases(stack: EcsStack, dag_id: str) -> Counter:
+    return deadline_phases(stack, dag_id)
+
+
+def _wait_finished(stack: EcsStack, dag_id: str, timeout: float = 120) -> dict:
+    return wait_deadline_finished(stack, dag_id, timeout, settle=3)
+
+
 def _start(stack: EcsStack, dags: list[str]) -> None:
     stack.wait_healthy()
     stack.api.warm_execution_api()
     stack.api.request("POST", "/api/v2/pools", {"name": BLOCKED_POOL, "slots": 0})
     stack.scheduler()
     stack.wait_dags(dags)
-
-
-def _callbacks(stack: EcsStack, dag_id: str) -> list[dict]:
-    return [c for c in stack.executor_callbacks() if (c["data"].get("kwargs") or {}).get("name") == dag_id]
-
-
-def _phases(stack: EcsStack, dag_id: str) -> Counter:
-    return Counter(m.extra["phase"] for m in stack.read_markers() if m.name == dag_id and m.extra)
-
-
-def _wait_finished(stack: EcsStack, dag_id: str, timeout: float = 120) -> dict:
-    """The one callback of ``dag_id`` once it is success or failed; fails naming the stuck state and logs."""
-    try:
-        wait_for(
-            f"the callback of {dag_id} to finish",
-            lambda: any(c["state"] in FINISHED for c in _callbacks(stack, dag_id)),
-            timeout,
-        )
-    except StackError as err:
-        seen = [(c["id"], c["state"], c["output"]) for c in _callbacks(stack, dag_id)]
-        pytest.fail(f"{err}; callbacks {seen}\n{stack.logs()}")
-    time.sleep(3)  # a resubmitted ECS task, or a second report, would show now
-    callbacks = _callbacks(stack, dag_id)
-    assert len(callbacks) == 1, callbacks
-    return callbacks[0]
 
 
 def _check_deadline_succeeds_once(stack: EcsStack, run_id: str) -> None:
@@ -166,32 +159,7 @@ def test_callback_ecs_cannot_place_at_first_is_retried_and_runs_once(ecs):
 
 
 def test_dag_run_callbacks_run_once_on_ecs_and_read_a_variable(ecs):
-    failed_run = ecs.trigger("e2e_fail", "dag-fail-1")
-    ok_run = ecs.trigger("e2e_ok", "dag-ok-1")
-    api_run = ecs.trigger("e2e_api", "dag-api-1", logical_date="2026-01-01T00:00:00+00:00")
-
-    def finished() -> dict:
-        done = {c["data"]["dag_id"]: c for c in ecs.dag_callbacks() if c["state"] in FINISHED}
-        return done if len(done) == 3 else {}
-
-    try:
-        callbacks = wait_for("three finished DAG run callbacks", finished, 180)
-    except StackError as err:
-        pytest.fail(
-            f"{err}; {[(c['data'].get('dag_id'), c['state']) for c in ecs.dag_callbacks()]}\n{ecs.logs()}"
-        )
-    time.sleep(3)
-    markers = [m for m in ecs.read_markers() if m.run_id in (failed_run, ok_run, api_run)]
-    assert sorted((m.name, m.run_id) for m in markers) == sorted(
-        [("fail_a", failed_run), ("fail_b", failed_run), ("ok", ok_run), ("api", api_run)]
-    ), ecs.logs()
-    assert callbacks["e2e_ok"]["state"] == "success", callbacks["e2e_ok"]["output"]
-    assert callbacks["e2e_api"]["state"] == "success", callbacks["e2e_api"]["output"]
-    (api,) = [m for m in markers if m.name == "api"]
-    assert api.extra == {"xcom": "pushed-value", "variable": "from-the-test", "previous_run": None}
-    failure = callbacks["e2e_fail"]
-    assert failure["state"] == "failed"
-    assert "e2e_callbacks.boom: ValueError: boom on purpose" in (failure["output"] or ""), failure["output"]
+    callbacks = dag_run_callbacks_run_once(ecs)
     for callback in callbacks.values():
         assert len(ecs.ecs_tasks_for(callback["id"])) == 1, callback
 
@@ -220,27 +188,8 @@ def test_callback_that_cannot_fit_ecs_overrides_fails_at_once_naming_the_limit(e
 
 
 def test_burst_of_callbacks_runs_each_once(ecs):
-    run_ids = {ecs.trigger("e2e_deadline_burst", f"burst-{i:02d}") for i in range(BURST)}
-
-    def finished() -> bool:
-        return len([c for c in _callbacks(ecs, "e2e_deadline_burst") if c["state"] in FINISHED]) >= BURST
-
-    try:
-        wait_for(f"{BURST} finished callbacks", finished, 300, poll=1)
-    except StackError as err:
-        states = Counter(c["state"] for c in _callbacks(ecs, "e2e_deadline_burst"))
-        pytest.fail(f"{err}; states {states}\n{ecs.logs()}")
-    time.sleep(3)
-    callbacks = _callbacks(ecs, "e2e_deadline_burst")
-    assert len(callbacks) == BURST
-    assert Counter(c["state"] for c in callbacks) == {"success": BURST}, [
-        c["output"] for c in callbacks if c["state"] != "success"
-    ][:3]
-    assert _phases(ecs, "e2e_deadline_burst") == {"started": BURST, "ended": BURST}
+    callbacks = burst_runs_each_once(ecs, BURST)
     assert all(len(ecs.ecs_tasks_for(c["id"])) == 1 for c in callbacks), "a callback ran in two ECS tasks"
-    assert {
-        r for (r,) in ecs.query("SELECT run_id FROM dag_run WHERE dag_id = 'e2e_deadline_burst'")
-    } == run_ids
 
 
 def test_callback_running_while_the_scheduler_is_stopped_is_adopted_and_reported_once(ecs):

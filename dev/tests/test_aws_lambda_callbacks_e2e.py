@@ -29,8 +29,15 @@ pytest.importorskip("moto")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aws_e2e.lambda_stack import LambdaStack
-from callback_e2e.common import BLOCKED_POOL, FAST_RECOVERY, FINISHED, GENERIC_FAILURE, PYTHON, STABLE_PYTHON
-from callback_e2e.stack import StackError, wait_for
+from callback_e2e.common import BLOCKED_POOL, FAST_RECOVERY, GENERIC_FAILURE, PYTHON, STABLE_PYTHON
+from callback_e2e.scenarios import (
+    burst_runs_each_once,
+    dag_run_callbacks_run_once,
+    deadline_callbacks,
+    deadline_phases,
+    wait_deadline_finished,
+)
+from callback_e2e.stack import wait_for
 
 DAGS = [
     "e2e_deadline_ok",
@@ -38,12 +45,31 @@ DAGS = [
     "e2e_deadline_slow",
     "e2e_deadline_queue",
     "e2e_deadline_fails",
+    "e2e_deadline_big",
+    "e2e_deadline_burst",
+    "e2e_fail",
+    "e2e_ok",
+    "e2e_api",
 ]
+# 12 in CI (three times the 4 invocations the fake runs at once); AWS_E2E_BURST=50 for the issue's 50.
+BURST = int(os.environ.get("AWS_E2E_BURST", "12"))
 
 # Results nobody tracks are deleted after this many seconds (the default is an hour).
 STALE_RESULT_TIMEOUT = 30
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _callbacks(stack: LambdaStack, dag_id: str) -> list[dict]:
+    return deadline_callbacks(stack, dag_id)
+
+
+def _phases(stack: LambdaStack, dag_id: str) -> Counter:
+    return deadline_phases(stack, dag_id)
+
+
+def _wait_finished(stack: LambdaStack, dag_id: str, timeout: float = 120) -> dict:
+    return wait_deadline_finished(stack, dag_id, timeout, settle=3)
 
 
 def _start(stack: LambdaStack, dags: list[str]) -> None:
@@ -52,31 +78,6 @@ def _start(stack: LambdaStack, dags: list[str]) -> None:
     stack.api.request("POST", "/api/v2/pools", {"name": BLOCKED_POOL, "slots": 0})
     stack.scheduler()
     stack.wait_dags(dags)
-
-
-def _callbacks(stack: LambdaStack, dag_id: str) -> list[dict]:
-    return [c for c in stack.executor_callbacks() if (c["data"].get("kwargs") or {}).get("name") == dag_id]
-
-
-def _phases(stack: LambdaStack, dag_id: str) -> Counter:
-    return Counter(m.extra["phase"] for m in stack.read_markers() if m.name == dag_id and m.extra)
-
-
-def _wait_finished(stack: LambdaStack, dag_id: str, timeout: float = 120) -> dict:
-    """The one callback of ``dag_id`` once it is success or failed; fails naming the stuck state and logs."""
-    try:
-        wait_for(
-            f"the callback of {dag_id} to finish",
-            lambda: any(c["state"] in FINISHED for c in _callbacks(stack, dag_id)),
-            timeout,
-        )
-    except StackError as err:
-        seen = [(c["id"], c["state"], c["output"]) for c in _callbacks(stack, dag_id)]
-        pytest.fail(f"{err}; callbacks {seen}\n{stack.logs()}")
-    time.sleep(3)  # a resubmitted invocation, or a second report, would show now
-    callbacks = _callbacks(stack, dag_id)
-    assert len(callbacks) == 1, callbacks
-    return callbacks[0]
 
 
 def _check_deadline_succeeds_once(stack: LambdaStack, run_id: str) -> None:
@@ -128,6 +129,7 @@ def lambda_stack():
     }
     with LambdaStack(PYTHON, "postgres", config, capacity=4) as stack:
         _start(stack, DAGS)
+        stack.api.request("POST", "/api/v2/variables", {"key": "e2e_in", "value": "from-the-test"})
         yield stack
 
 
@@ -145,6 +147,28 @@ def test_deadline_callback_succeeds_once_as_one_invocation(lam):
 
 def test_failing_deadline_callback_runs_once_and_ends_failed_with_its_reason(lam):
     _check_failing_deadline_runs_once_with_its_reason(lam, "fails-1", "fails on purpose")
+
+
+def test_dag_run_callbacks_run_once_on_lambda_and_read_a_variable(lam):
+    callbacks = dag_run_callbacks_run_once(lam)
+    for callback in callbacks.values():
+        assert len(lam.invocations_for(callback["id"])) == 1, callback
+
+
+def test_callback_with_large_kwargs_runs_once(lam):
+    """10 kB of callback kwargs travel in the invocation's event (well within Lambda's payload limit)."""
+    lam.trigger("e2e_deadline_big", "big-1")
+
+    callback = _wait_finished(lam, "e2e_deadline_big")
+    assert len(callback["data"]["kwargs"]["payload"]) == 10_240
+    assert callback["state"] == "success", (callback["output"], lam.logs())
+    assert _phases(lam, "e2e_deadline_big") == {"started": 1, "ended": 1}
+    assert len(lam.invocations_for(callback["id"])) == 1
+
+
+def test_burst_of_callbacks_runs_each_once(lam):
+    callbacks = burst_runs_each_once(lam, BURST)
+    assert all(len(lam.invocations_for(c["id"])) == 1 for c in callbacks), "a callback ran in two invocations"
 
 
 def test_results_left_by_an_earlier_scheduler_do_not_hide_new_results_and_are_deleted_once_stale(lam):

@@ -32,13 +32,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from callback_e2e.common import (
     BLOCKED_POOL,
     FAST_RECOVERY,
-    FINISHED,
     GENERIC_FAILURE,
     OTHER_QUEUE,
     PYTHON,
     SUCCESS_LOG,
 )
-from callback_e2e.stack import StackError, wait_for
+from callback_e2e.scenarios import (
+    burst_runs_each_once,
+    dag_run_callbacks_run_once,
+    deadline_callbacks,
+    deadline_phases,
+    wait_deadline_finished,
+)
+from callback_e2e.stack import wait_for
 from celery_e2e import CeleryStack
 
 # 20 in CI (more than the 4 worker slots); CELERY_E2E_BURST=50 for the issue's 50.
@@ -60,6 +66,18 @@ DAGS = [
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
+def _callbacks(stack: CeleryStack, dag_id: str) -> list[dict]:
+    return deadline_callbacks(stack, dag_id)
+
+
+def _phases(stack: CeleryStack, dag_id: str) -> Counter:
+    return deadline_phases(stack, dag_id)
+
+
+def _wait_finished(stack: CeleryStack, dag_id: str, timeout: float = 90) -> dict:
+    return wait_deadline_finished(stack, dag_id, timeout, settle=2)
+
+
 def _start(stack: CeleryStack, workers: dict[str, tuple[str, ...]]) -> None:
     stack.wait_healthy()
     stack.api.warm_execution_api()
@@ -69,31 +87,6 @@ def _start(stack: CeleryStack, workers: dict[str, tuple[str, ...]]) -> None:
     for name in workers:
         stack.wait_worker(name)
     stack.scheduler()
-
-
-def _callbacks(stack: CeleryStack, dag_id: str) -> list[dict]:
-    return [c for c in stack.executor_callbacks() if (c["data"].get("kwargs") or {}).get("name") == dag_id]
-
-
-def _phases(stack: CeleryStack, dag_id: str) -> Counter:
-    return Counter(m.extra["phase"] for m in stack.read_markers() if m.name == dag_id and m.extra)
-
-
-def _wait_finished(stack: CeleryStack, dag_id: str, timeout: float = 90) -> dict:
-    """The one callback of ``dag_id`` once it is success or failed; fails naming the stuck state and logs."""
-    try:
-        wait_for(
-            f"the callback of {dag_id} to finish",
-            lambda: any(c["state"] in FINISHED for c in _callbacks(stack, dag_id)),
-            timeout,
-        )
-    except StackError as err:
-        seen = [(c["id"], c["state"], c["output"]) for c in _callbacks(stack, dag_id)]
-        pytest.fail(f"{err}; callbacks {seen}\n{stack.logs()}")
-    time.sleep(2)  # a second report, or a second run, of the same callback would land now
-    callbacks = _callbacks(stack, dag_id)
-    assert len(callbacks) == 1, callbacks
-    return callbacks[0]
 
 
 def _ensure_scheduler(stack: CeleryStack) -> None:
@@ -192,35 +185,11 @@ def test_failing_deadline_callback_runs_once_and_ends_failed_with_a_reason(pg):
 
 
 def test_dag_run_callbacks_run_once_on_celery_and_read_a_variable(pg):
-    failed_run = pg.trigger("e2e_fail", "dag-fail-1")
-    ok_run = pg.trigger("e2e_ok", "dag-ok-1")
-    api_run = pg.trigger("e2e_api", "dag-api-1", logical_date="2026-01-01T00:00:00+00:00")
-
-    def finished() -> dict:
-        done = {c["data"]["dag_id"]: c for c in pg.dag_callbacks() if c["state"] in FINISHED}
-        return done if len(done) == 3 else {}
-
-    try:
-        callbacks = wait_for("three finished DAG run callbacks", finished, 120)
-    except StackError as err:
-        pytest.fail(
-            f"{err}; {[(c['data'].get('dag_id'), c['state']) for c in pg.dag_callbacks()]}\n{pg.logs()}"
-        )
-    time.sleep(2)
-    markers = [m for m in pg.read_markers() if m.run_id in (failed_run, ok_run, api_run)]
-    assert sorted((m.name, m.run_id) for m in markers) == sorted(
-        [("fail_a", failed_run), ("fail_b", failed_run), ("ok", ok_run), ("api", api_run)]
-    ), pg.logs()
-    failure = callbacks["e2e_fail"]
-    assert failure["state"] == "failed"
-    assert failure["output"] == (
+    callbacks = dag_run_callbacks_run_once(pg)
+    assert callbacks["e2e_fail"]["output"] == (
         "1 of 3 callables of e2e_fail.on_failure_callback failed: e2e_callbacks.boom: "
         "ValueError: boom on purpose"
     )
-    assert callbacks["e2e_ok"]["state"] == "success", callbacks["e2e_ok"]["output"]
-    assert callbacks["e2e_api"]["state"] == "success", callbacks["e2e_api"]["output"]
-    (api,) = [m for m in markers if m.name == "api"]
-    assert api.extra == {"xcom": "pushed-value", "variable": "from-the-test", "previous_run": None}
     for callback in callbacks.values():
         assert pg.workers_that_ran(callback["id"]) == [OTHER_QUEUE], pg.logs()
 
@@ -246,29 +215,8 @@ def test_callback_goes_to_the_queue_it_names(pg):
 
 
 def test_burst_of_callbacks_runs_each_once(pg):
-    run_ids = {pg.trigger("e2e_deadline_burst", f"burst-{i:02d}") for i in range(BURST)}
-
-    def finished() -> bool:
-        return len([c for c in _callbacks(pg, "e2e_deadline_burst") if c["state"] in FINISHED]) >= BURST
-
-    try:
-        wait_for(f"{BURST} finished callbacks", finished, 180, poll=1)
-    except StackError as err:
-        states = Counter(c["state"] for c in _callbacks(pg, "e2e_deadline_burst"))
-        pytest.fail(f"{err}; states {states}\n{pg.logs()}")
-    time.sleep(2)
-    callbacks = _callbacks(pg, "e2e_deadline_burst")
-    assert len(callbacks) == BURST
-    assert Counter(c["state"] for c in callbacks) == {"success": BURST}, [
-        c["output"] for c in callbacks if c["state"] != "success"
-    ][:3]
-    # Every callback succeeded, so each started at least once: as many starts as callbacks is once each.
-    assert _phases(pg, "e2e_deadline_burst") == {"started": BURST, "ended": BURST}
-    dag_run_ids = {str(c["data"]["dag_run_id"]) for c in callbacks}
-    assert len(dag_run_ids) == BURST, "one callback per run"
-    assert {
-        r for (r,) in pg.query("SELECT run_id FROM dag_run WHERE dag_id = 'e2e_deadline_burst'")
-    } == run_ids
+    callbacks = burst_runs_each_once(pg, BURST, timeout=180)
+    assert len({str(c["data"]["dag_run_id"]) for c in callbacks}) == BURST, "one callback per run"
 
 
 def test_callback_of_a_killed_worker_is_failed_once_its_heartbeats_stop(pg):

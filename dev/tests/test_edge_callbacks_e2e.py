@@ -33,9 +33,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from callback_e2e.common import BLOCKED_POOL, FINISHED, GENERIC_FAILURE, OTHER_QUEUE, PYTHON, SUCCESS_LOG
+from callback_e2e.common import BLOCKED_POOL, GENERIC_FAILURE, OTHER_QUEUE, PYTHON, SUCCESS_LOG
 from callback_e2e.common import FAST_RECOVERY as COMMON_FAST_RECOVERY
-from callback_e2e.stack import StackError, wait_for
+from callback_e2e.scenarios import deadline_callbacks, deadline_phases, wait_deadline_finished
+from callback_e2e.stack import wait_for
 from edge_e2e import EdgeStack
 
 # A dead edge worker is noticed within seconds too.
@@ -46,6 +47,18 @@ FAST_RECOVERY = {
 }
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _callbacks(stack: EdgeStack, dag_id: str) -> list[dict]:
+    return deadline_callbacks(stack, dag_id)
+
+
+def _phases(stack: EdgeStack, dag_id: str) -> Counter:
+    return deadline_phases(stack, dag_id)
+
+
+def _wait_finished(stack: EdgeStack, dag_id: str, timeout: float = 60) -> dict:
+    return wait_deadline_finished(stack, dag_id, timeout, settle=2)
 
 
 @contextmanager
@@ -59,34 +72,8 @@ def edge_stack(backend: str = "sqlite", config: Mapping[str, str] | None = None)
         yield stack
 
 
-def _callbacks(stack: EdgeStack, dag_id: str) -> list[dict]:
-    return [c for c in stack.executor_callbacks() if (c["data"].get("kwargs") or {}).get("name") == dag_id]
-
-
-def _phases(stack: EdgeStack, dag_id: str) -> Counter:
-    return Counter(m.extra["phase"] for m in stack.read_markers() if m.name == dag_id and m.extra)
-
-
 def _wait_started(stack: EdgeStack, dag_id: str, timeout: float = 60) -> None:
     wait_for(f"the callback of {dag_id} to start", lambda: _phases(stack, dag_id)["started"], timeout)
-
-
-def _wait_finished(stack: EdgeStack, dag_id: str, timeout: float = 60) -> dict:
-    """The one callback of ``dag_id`` once it is success or failed; fails naming the stuck state and logs."""
-
-    def finished() -> bool:
-        return any(c["state"] in FINISHED for c in _callbacks(stack, dag_id))
-
-    try:
-        wait_for(f"the callback of {dag_id} to finish", finished, timeout)
-    except StackError as err:
-        seen = [(c["id"], c["state"], c["output"]) for c in _callbacks(stack, dag_id)]
-        jobs = [stack.edge_jobs(c[0]) for c in seen]
-        pytest.fail(f"{err}; callbacks {seen}, edge jobs {jobs}\n{stack.logs()}")
-    time.sleep(2)  # a second report, or a second run, of the same callback would land now
-    callbacks = _callbacks(stack, dag_id)
-    assert len(callbacks) == 1, callbacks
-    return callbacks[0]
 
 
 def _ensure_scheduler(stack: EdgeStack) -> None:
