@@ -54,7 +54,10 @@ def deadline(name, seconds=0.0, fail=False, context=None, **kwargs):
     import time
 
     dag_run = (context or {}).get("dag_run") or {}
-    run_id = dag_run.get("run_id") if isinstance(dag_run, dict) else getattr(dag_run, "run_id", None)
+    if isinstance(dag_run, dict):  # the serialized run a Deadline Alert's context holds names it dag_run_id
+        run_id = dag_run.get("run_id") or dag_run.get("dag_run_id")
+    else:
+        run_id = getattr(dag_run, "run_id", None)
 
     def line(phase):
         extra = {"phase": phase, "time": time.time()}
