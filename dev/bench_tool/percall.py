@@ -24,12 +24,15 @@ TAIL_SECONDS = 5.0
 
 
 class _FakeCallbacks:
-    def run(self, callback_id: object) -> None:
+    def run(self, callback_id: object, *, heartbeats: bool = False) -> None:
+        return None
+
+    def heartbeat(self, callback_id: object) -> None:
         return None
 
 
 class FakeClient:
-    """Stands in for the Task SDK's API client; only the token exchange is called."""
+    """Stands in for the Task SDK's API client: the token exchange and the heartbeats (task-sdk 0011)."""
 
     callbacks = _FakeCallbacks()
 
