@@ -89,7 +89,77 @@ def create_ecs_resources(aws: FakeAws) -> None:
     )
 
 
-class EcsStack(AirflowStack):
+class AwsStack(AirflowStack):
+    """
+    An :class:`AirflowStack` whose executor is one of the AWS executors, against moto in this process:
+    the fakes start before Airflow's components and stop after them (containers still running are
+    killed). A subclass starts its fakes and creates its AWS resources in :meth:`start_aws`, which
+    returns the executor's configuration, and says in :meth:`callback_runs` where a callback ran.
+
+    :param config: extra ``AIRFLOW__*`` variables for every component (over the executor's).
+    """
+
+    # What a failure message shows the last few of (the subclass's fake writes them).
+    worker_logs_label = "container"
+
+    def __init__(self, python: str, backend: str = "sqlite", config: Mapping[str, str] | None = None):
+        super().__init__(python, backend, config)
+        self._caller_config = dict(config or {})
+
+    # -- for subclasses --------------------------------------------------------------------------
+    def start_aws(self) -> dict[str, str]:
+        """Start the fakes, create the resources; the executor's ``AIRFLOW__*`` configuration."""
+        raise NotImplementedError
+
+    def stop_aws(self) -> None:
+        """Stop what :meth:`start_aws` started (also when it failed half-way)."""
+        raise NotImplementedError
+
+    def worker_logs(self) -> tuple[Path, list[str]]:
+        """The folder of the workers' output files, and the fakes' agent errors."""
+        raise NotImplementedError
+
+    def set_image_environment(self, env: dict[str, str]) -> None:
+        """Give the fake the environment its "image" runs commands with."""
+        raise NotImplementedError
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        try:
+            executor_config = self.start_aws()
+            self.config.update(executor_config)
+            self.config.update(self._caller_config)
+            self.set_image_environment(image_environment(self.env(), self.python))
+        except BaseException:
+            self.stop_aws()
+            AirflowStack.__exit__(self, None, None, None)
+            raise
+        return super().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            self.stop_aws()
+
+    def stop_groups(self) -> list[list[str]]:
+        """Scheduler(s) and dag-processor first, the api-server last."""
+        last = [name for name in self.procs if name == "api-server"]
+        first = [name for name in self.procs if name not in last]
+        return [group for group in (first, last) if group]
+
+    def logs(self) -> str:
+        folder, agent_errors = self.worker_logs()
+        recent = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime)[-3:]
+        tails = "\n".join(
+            f"--- {self.worker_logs_label} {p.stem} ---\n{p.read_text(errors='replace')[-3000:]}"
+            for p in recent
+        )
+        errors = f"\n--- agent errors ---\n{agent_errors}" if agent_errors else ""
+        return f"{super().logs()}\n{tails}{errors}"
+
+
+class EcsStack(AwsStack):
     """
     An :class:`AirflowStack` on AwsEcsExecutor against a :class:`FakeAws`; start a scheduler with
     :meth:`scheduler` once :meth:`wait_healthy` returned.
@@ -109,41 +179,31 @@ class EcsStack(AirflowStack):
         capacity: int = 4,
     ):
         super().__init__(python, backend, config)
-        self._caller_config = dict(config or {})
         self.aws = FakeAws({}, self.root / "ecs-containers", capacity=capacity)
 
-    def __enter__(self) -> Self:
-        try:
-            self.aws.start()
-            self.config.update(self.aws.client_env())
-            self.config.update(ecs_executor_config())
-            self.config.update(self._caller_config)
-            self.aws.image_env = image_environment(self.env(), self.python)
-            create_ecs_resources(self.aws)
-        except BaseException:
-            self._stop_aws()
-            AirflowStack.__exit__(self, None, None, None)
-            raise
-        return super().__enter__()
+    def start_aws(self) -> dict[str, str]:
+        self.aws.start()
+        create_ecs_resources(self.aws)
+        return {**self.aws.client_env(), **ecs_executor_config()}
 
-    def __exit__(self, *exc: object) -> None:
-        try:
-            super().__exit__(*exc)
-        finally:
-            self._stop_aws()
-
-    def _stop_aws(self) -> None:
+    def stop_aws(self) -> None:
         if self.aws.port is not None:
             self.aws.stop()
             self.aws.port = None
 
-    def stop_groups(self) -> list[list[str]]:
-        """Scheduler(s) and dag-processor first, the api-server last."""
-        last = [name for name in self.procs if name == "api-server"]
-        first = [name for name in self.procs if name not in last]
-        return [group for group in (first, last) if group]
+    def worker_logs(self) -> tuple[Path, list[str]]:
+        return self.aws.logs_dir, self.aws.agent_errors
+
+    def set_image_environment(self, env: dict[str, str]) -> None:
+        self.aws.image_env = env
 
     # -- observations ----------------------------------------------------------------------------
+    def callback_runs(self, callback_id: str) -> list[int | None]:
+        return [
+            task.containers[0].exitCode if task.containers else None
+            for task in self.ecs_tasks_for(callback_id)
+        ]
+
     def ecs_tasks_for(self, callback_id: str) -> list[Any]:
         """The ECS tasks whose container command carries the callback's workload."""
         return [
@@ -170,24 +230,12 @@ class EcsStack(AirflowStack):
                     found.append(task)
         return found
 
-    def logs_of(self, name: str) -> str:
-        """The whole process log of component ``name``."""
-        path = self.procs[name].log_path
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def logs(self) -> str:
-        containers = sorted(self.aws.logs_dir.glob("*.log"), key=lambda p: p.stat().st_mtime)[-3:]
-        tails = "\n".join(
-            f"--- container {p.stem} ---\n{p.read_text(errors='replace')[-3000:]}" for p in containers
-        )
-        errors = f"\n--- agent errors ---\n{self.aws.agent_errors}" if self.aws.agent_errors else ""
-        return f"{super().logs()}\n{tails}{errors}"
-
 
 __all__ = [
     "CLUSTER",
     "CONTAINER",
     "ECS_EXECUTOR",
+    "AwsStack",
     "EcsStack",
     "FakeAws",
     "create_ecs_resources",

@@ -10,12 +10,12 @@ and task is one Batch job; its output is in ``<home>/batch-containers/<job id>.l
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self
+from pathlib import Path
+from typing import Any
 
-from aws_e2e import EcsStack, image_environment
+from aws_e2e import AwsStack
 from aws_e2e.batch_fake import FakeAwsBatch, job_command
 from aws_e2e.fake import REGION
-from callback_e2e.stack import AirflowStack
 
 BATCH_EXECUTOR = "airflow.providers.amazon.aws.executors.batch.batch_executor.AwsBatchExecutor"
 COMPUTE_ENVIRONMENT = "airflow-e2e"
@@ -81,7 +81,7 @@ def create_batch_resources(aws: FakeAwsBatch) -> None:
     )
 
 
-class BatchStack(EcsStack):
+class BatchStack(AwsStack):
     """
     An :class:`AirflowStack` on AwsBatchExecutor against a :class:`FakeAwsBatch`; start a scheduler
     with :meth:`scheduler` once :meth:`wait_healthy` returned.
@@ -100,24 +100,29 @@ class BatchStack(EcsStack):
         config: Mapping[str, str] | None = None,
         capacity: int = 4,
     ):
-        super().__init__(python, backend, config, capacity)
+        super().__init__(python, backend, config)
         self.aws = FakeAwsBatch({}, self.root / "batch-containers", capacity=capacity)
 
-    def __enter__(self) -> Self:
-        try:
-            self.aws.start()
-            self.config.update(self.aws.client_env())
-            self.config.update(batch_executor_config())
-            self.config.update(self._caller_config)
-            self.aws.image_env = image_environment(self.env(), self.python)
-            create_batch_resources(self.aws)
-        except BaseException:
-            self._stop_aws()
-            AirflowStack.__exit__(self, None, None, None)
-            raise
-        return AirflowStack.__enter__(self)
+    def start_aws(self) -> dict[str, str]:
+        self.aws.start()
+        create_batch_resources(self.aws)
+        return {**self.aws.client_env(), **batch_executor_config()}
+
+    def stop_aws(self) -> None:
+        if self.aws.port is not None:
+            self.aws.stop()
+            self.aws.port = None
+
+    def worker_logs(self) -> tuple[Path, list[str]]:
+        return self.aws.logs_dir, self.aws.agent_errors
+
+    def set_image_environment(self, env: dict[str, str]) -> None:
+        self.aws.image_env = env
 
     # -- observations ----------------------------------------------------------------------------
+    def callback_runs(self, callback_id: str) -> list[int | None]:
+        return [job.exit_code for job in self.batch_jobs_for(callback_id)]
+
     def batch_jobs_for(self, callback_id: str) -> list[Any]:
         """The Batch jobs whose container command carries the callback's workload."""
         return [job for job in self.aws.batch_jobs() if callback_id in " ".join(job_command(job))]

@@ -270,11 +270,13 @@ class FakeAws:
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(conn),
         }
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, config: Any = None) -> Any:
+        """A boto3 client of ``service`` on the fake (``config``: a ``botocore.config.Config``)."""
         import boto3
 
         return boto3.client(
             service,
+            config=config,
             region_name=REGION,
             endpoint_url=self.endpoint_url,
             aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],

@@ -26,6 +26,9 @@ moto's Lambda ``Invoke`` runs a function in a docker container; there is no cont
   moto does not keep ``DeadLetterConfig``: a class-level patch keeps it on the function and in
   ``GetFunctionConfiguration``.
 
+Faults on demand: :meth:`FakeLambda.fail_next_invokes` makes the next asynchronous ``Invoke`` calls
+answer ``TooManyRequestsException`` (HTTP 429), as a throttled invocation does, and accept nothing.
+
 Every attempt's output (the handler's log, which holds the command's output) goes to
 ``<logs_dir>/<request id>-<attempt>.log``. ``RequestResponse`` and ``DryRun`` invocations are
 left to moto.
@@ -118,6 +121,12 @@ def _install_patches() -> None:
         def __init__(self, limit: int):
             super().__init__("RequestEntityTooLargeException", payload_too_large_message(limit))
 
+    class TooManyRequestsException(LambdaClientError):
+        code = 429
+
+        def __init__(self, message: str):
+            super().__init__("TooManyRequestsException", message)
+
     original_invoke = LambdaBackend.invoke
     original_init = LambdaFunction.__init__
     original_configuration = LambdaFunction.get_configuration
@@ -131,6 +140,8 @@ def _install_patches() -> None:
         raw = body.encode() if isinstance(body, str) else bytes(body or b"")
         if len(raw) > fake.async_payload_limit:
             raise RequestEntityTooLargeException(fake.async_payload_limit)
+        if fake.invoke_failures:
+            raise TooManyRequestsException(fake.invoke_failures.pop(0))
         request_id = str(uuid.uuid4())
         fake._accept(Invocation(request_id, fn.function_name, raw.decode() or "{}"))
         response_headers["x-amzn-RequestId"] = request_id
@@ -194,6 +205,8 @@ class FakeLambda:
         self.invocations: list[Invocation] = []
         """Every accepted asynchronous invocation, in order."""
         self.agent_errors: list[str] = []
+        self.invoke_failures: list[str] = []
+        """Messages of the ``TooManyRequestsException`` the next Invoke calls answer."""
         self._queue: deque[Invocation] = deque()
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
@@ -235,6 +248,10 @@ class FakeLambda:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def fail_next_invokes(self, count: int = 1, message: str = "Rate exceeded") -> None:
+        """The next ``count`` asynchronous Invoke calls accept nothing and answer ``TooManyRequestsException``."""
+        self.invoke_failures.extend([message] * count)
 
     # -- observations -----------------------------------------------------------------------------
     def invocations_for(self, task_key: str) -> list[Invocation]:

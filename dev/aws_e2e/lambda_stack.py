@@ -14,11 +14,12 @@ Stopping order: scheduler(s) and dag-processor, then the api-server, then the fa
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self
+from pathlib import Path
+from typing import Any
 
+from aws_e2e import AwsStack
 from aws_e2e.fake import REGION, FakeAws
 from aws_e2e.lambda_fake import FakeLambda, Invocation, queue_arn
-from callback_e2e.stack import AirflowStack
 
 LAMBDA_EXECUTOR = "airflow.providers.amazon.aws.executors.aws_lambda.lambda_executor.AwsLambdaExecutor"
 FUNCTION = "airflow-e2e-lambda"
@@ -61,7 +62,7 @@ def lambda_executor_config(queue_url: str, dlq_url: str) -> dict[str, str]:
     }
 
 
-class LambdaStack(AirflowStack):
+class LambdaStack(AwsStack):
     """
     An :class:`AirflowStack` on AwsLambdaExecutor against :class:`FakeAws` and :class:`FakeLambda`;
     start a scheduler with :meth:`scheduler` once :meth:`wait_healthy` returned.
@@ -72,6 +73,7 @@ class LambdaStack(AirflowStack):
 
     root_prefix = "aws-lambda-e2e-"
     db_prefix = "aws_lambda_e2e_"
+    worker_logs_label = "invocation"
 
     def __init__(
         self,
@@ -81,7 +83,6 @@ class LambdaStack(AirflowStack):
         capacity: int = 4,
     ):
         super().__init__(python, backend, config)
-        self._caller_config = dict(config or {})
         self.aws = FakeAws({}, self.root / "ecs-containers")
         self.lam = FakeLambda(
             self.aws, {}, self.root / "lambda-invocations", python=python, capacity=capacity
@@ -89,44 +90,31 @@ class LambdaStack(AirflowStack):
         self.queue_url = ""
         self.dlq_url = ""
 
-    def __enter__(self) -> Self:
-        from aws_e2e import image_environment
+    def start_aws(self) -> dict[str, str]:
+        self.aws.start()
+        self.lam.start()
+        executor_config = create_lambda_resources(self.aws)
+        self.queue_url = executor_config["AIRFLOW__AWS_LAMBDA_EXECUTOR__QUEUE_URL"]
+        self.dlq_url = executor_config["AIRFLOW__AWS_LAMBDA_EXECUTOR__DEAD_LETTER_QUEUE_URL"]
+        return {**self.aws.client_env(), **executor_config}
 
-        try:
-            self.aws.start()
-            self.lam.start()
-            self.config.update(self.aws.client_env())
-            executor_config = create_lambda_resources(self.aws)
-            self.queue_url = executor_config["AIRFLOW__AWS_LAMBDA_EXECUTOR__QUEUE_URL"]
-            self.dlq_url = executor_config["AIRFLOW__AWS_LAMBDA_EXECUTOR__DEAD_LETTER_QUEUE_URL"]
-            self.config.update(executor_config)
-            self.config.update(self._caller_config)
-            self.lam.image_env = image_environment(self.env(), self.python)
-        except BaseException:
-            self._stop_aws()
-            AirflowStack.__exit__(self, None, None, None)
-            raise
-        return super().__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            super().__exit__(*exc)
-        finally:
-            self._stop_aws()
-
-    def _stop_aws(self) -> None:
+    def stop_aws(self) -> None:
         self.lam.stop()
         if self.aws.port is not None:
             self.aws.stop()
             self.aws.port = None
 
-    def stop_groups(self) -> list[list[str]]:
-        """Scheduler(s) and dag-processor first, the api-server last."""
-        last = [name for name in self.procs if name == "api-server"]
-        first = [name for name in self.procs if name not in last]
-        return [group for group in (first, last) if group]
+    def worker_logs(self) -> tuple[Path, list[str]]:
+        return self.lam.logs_dir, self.lam.agent_errors
+
+    def set_image_environment(self, env: dict[str, str]) -> None:
+        self.lam.image_env = env
 
     # -- observations ----------------------------------------------------------------------------
+    def callback_runs(self, callback_id: str) -> list[int | None]:
+        """One exit code per attempt of each invocation (``None`` while the first attempt runs)."""
+        return [code for i in self.invocations_for(callback_id) for code in (i.exit_codes or [None])]
+
     def invocations_for(self, callback_id: str) -> list[Invocation]:
         """The invocations whose event carries the callback (its key is its id)."""
         return self.lam.invocations_for(callback_id)
@@ -139,19 +127,6 @@ class LambdaStack(AirflowStack):
         return int(attributes["ApproximateNumberOfMessages"]) + int(
             attributes["ApproximateNumberOfMessagesNotVisible"]
         )
-
-    def logs_of(self, name: str) -> str:
-        """The whole process log of component ``name``."""
-        path = self.procs[name].log_path
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def logs(self) -> str:
-        invocations = sorted(self.lam.logs_dir.glob("*.log"), key=lambda p: p.stat().st_mtime)[-3:]
-        tails = "\n".join(
-            f"--- invocation {p.stem} ---\n{p.read_text(errors='replace')[-3000:]}" for p in invocations
-        )
-        errors = f"\n--- agent errors ---\n{self.lam.agent_errors}" if self.lam.agent_errors else ""
-        return f"{super().logs()}\n{tails}{errors}"
 
 
 __all__: list[Any] = ["FUNCTION", "LAMBDA_EXECUTOR", "LambdaStack", "create_lambda_resources"]

@@ -4,7 +4,8 @@ Each triggers runs of the DAGs in ``dags/`` (``e2e_dags.py``, ``e2e_deadline_dag
 their callbacks to end, and asserts what must hold whatever the executor: each callback ended once,
 with the state and reason expected, and its body ran once. What shows that a callback ran in one
 place only (one ECS task, one Batch job, one Lambda invocation, one worker's log) differs per
-executor; the caller checks it on the callbacks returned.
+executor: the scenarios that check it ask the stack's :meth:`~AirflowStack.callback_runs`; the
+others return the callbacks for the caller to check.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from callback_e2e.common import FINISHED
+from callback_e2e.common import FINISHED, GENERIC_FAILURE, SUCCESS_LOG
 from callback_e2e.stack import AirflowStack, StackError, wait_for
 
 BURST_DAG = "e2e_deadline_burst"
@@ -140,3 +141,83 @@ def burst_runs_each_once(stack: AirflowStack, count: int, timeout: float = 300) 
     ][:3]
     assert deadline_phases(stack, BURST_DAG, run_ids) == {"started": count, "ended": count}
     return callbacks
+
+
+def deadline_succeeds_once(stack: AirflowStack, run_id: str) -> dict[str, Any]:
+    """A run of ``e2e_deadline_ok``: its callback succeeds, ran once in one place, and logged its success."""
+    stack.trigger("e2e_deadline_ok", run_id)
+    callback = wait_deadline_finished(stack, "e2e_deadline_ok")
+    assert callback["state"] == "success", (callback["output"], stack.logs())
+    assert deadline_phases(stack, "e2e_deadline_ok") == {"started": 1, "ended": 1}
+    assert stack.callback_runs(callback["id"]) == [0]
+    assert SUCCESS_LOG in stack.callback_log(callback["id"])
+    return callback
+
+
+def failing_deadline_runs_once(stack: AirflowStack, run_id: str, reason: str) -> dict[str, Any]:
+    """
+    A run of ``e2e_deadline_fails``: its callback ends failed with ``reason`` in its output, after its
+    body ran once, in one place (a failing callback is not an infrastructure failure to resubmit).
+    """
+    stack.trigger("e2e_deadline_fails", run_id)
+    callback = wait_deadline_finished(stack, "e2e_deadline_fails")
+    assert callback["state"] == "failed", (callback["output"], stack.logs())
+    assert deadline_phases(stack, "e2e_deadline_fails") == {"started": 1}, "the body ran twice"
+    runs = stack.callback_runs(callback["id"])
+    assert len(runs) == 1, f"the failed callback was resubmitted: it ran {len(runs)} times"
+    output = callback["output"] or ""
+    assert output != GENERIC_FAILURE, f"no reason in the callback's output: {output!r}"
+    assert reason in output, output
+    return callback
+
+
+def running_callback_outlives_its_scheduler(
+    stack: AirflowStack, how: str, dag_id: str, run_id: str, *, adopted: bool = True
+) -> dict[str, Any]:
+    """
+    The scheduler stopped (``how="stop"``: SIGTERM) or killed (``"kill"``) while the callback of
+    ``dag_id`` runs; the next scheduler takes it over and it ends once, successfully, having run once.
+
+    A stopped scheduler leaves the callback running and says so, without waiting for it to end;
+    ``adopted`` also checks that the next scheduler logs the adoption (the executors that adopt).
+    """
+    if how not in ("stop", "kill"):
+        raise ValueError(f"how must be 'stop' or 'kill', not {how!r}")
+    stack.trigger(dag_id, run_id)
+    wait_for("the callback to start", lambda: deadline_phases(stack, dag_id)["started"], 120)
+    old = stack.running_scheduler()
+    if how == "stop":
+        began = time.monotonic()
+        stack.stop(old)
+        assert time.monotonic() - began < 20, "the scheduler waited for the callback"
+        assert "Leaving 1 running callbacks to the next scheduler" in stack.logs_of(old)
+        assert deadline_phases(stack, dag_id)["ended"] == 0, "the scheduler waited for the callback"
+    else:
+        stack.kill(old)
+    new = stack.scheduler(f"{old}-after-{how}").name
+
+    callback = wait_deadline_finished(stack, dag_id, timeout=120)
+    assert callback["state"] == "success", (callback["output"], stack.logs())
+    assert deadline_phases(stack, dag_id) == {"started": 1, "ended": 1}
+    assert len(stack.callback_runs(callback["id"])) == 1
+    if adopted:
+        assert "Adopted the following 1 callbacks" in stack.logs_of(new)
+    return callback
+
+
+def start_scheduling(stack: AirflowStack, dag_ids: list[str]) -> None:
+    """:meth:`~AirflowStack.prepare` the stack, start a scheduler and wait until ``dag_ids`` are parsed."""
+    stack.prepare()
+    stack.scheduler()
+    stack.wait_dags(dag_ids)
+
+
+# What task SDK 1.3.2's supervise_callback reports of a failed callback: only its process's exit code.
+STABLE_FAILURE_REASON = "Callback subprocess exited with code 1"
+
+
+def stable_core_deadline_callbacks(stack: AirflowStack) -> None:
+    """On the stable core (3.3.2), a Deadline Alert callback succeeds once and a failing one fails once."""
+    start_scheduling(stack, ["e2e_deadline_ok", "e2e_deadline_fails"])
+    deadline_succeeds_once(stack, "stable-ok-1")
+    failing_deadline_runs_once(stack, "stable-fails-1", STABLE_FAILURE_REASON)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+from callback_e2e.common import BLOCKED_POOL
 from demo_stack.airflow_home import DemoHome, airflow_config, child_environment
 from demo_stack.api import AirflowApi, ApiError
 from demo_stack.ports import LOOPBACK, find_free_port
@@ -196,6 +197,30 @@ class AirflowStack:
         """Tails of every component's log, for assertion messages."""
         return "\n".join(f"--- {name} ---\n{tail(p.log_path, 30)}" for name, p in self.procs.items())
 
+    def logs_of(self, name: str) -> str:
+        """The whole process log of component ``name``."""
+        path = self.procs[name].log_path
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def running_scheduler(self) -> str:
+        """The name of the one scheduler running (fails when none or several are)."""
+        running = [name for name, proc in self.procs.items() if name.startswith("scheduler") and proc.alive()]
+        if len(running) != 1:
+            raise StackError(f"expected one running scheduler, found {running}")
+        return running[0]
+
+    def ensure_scheduler(self) -> Self:
+        """Start a scheduler when none is running (a test before may have stopped or killed it)."""
+        if not any(name.startswith("scheduler") and proc.alive() for name, proc in self.procs.items()):
+            self.scheduler(f"scheduler-{len(self.procs)}")
+        return self
+
+    def prepare(self) -> None:
+        """Wait for the api-server (execution API included) and create the e2e DAGs' blocked pool."""
+        self.wait_healthy()
+        self.api.warm_execution_api()
+        self.api.request("POST", "/api/v2/pools", {"name": BLOCKED_POOL, "slots": 0})
+
     # -- Airflow ------------------------------------------------------------------------------
     def wait_healthy(self, timeout: float = 120) -> None:
         def healthy() -> bool:
@@ -282,6 +307,13 @@ class AirflowStack:
     def callback_diagnostics(self, callback_id: str) -> str:
         """What the executor's side knows of a callback, for failure messages (a harness overrides it)."""
         return ""
+
+    def callback_runs(self, callback_id: str) -> list[int | None]:
+        """
+        The exit code of each place the callback ran in (an ECS task, a Batch job, a Lambda invocation;
+        ``None`` while one runs): a harness whose executor shows that overrides it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not say where a callback ran")
 
     def callback_log_files(self, callback_id: str, folder: Path | None = None) -> list[Path]:
         """A callback's log files in ``folder``, by default the stack's own log folder."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -26,13 +25,18 @@ pytest.importorskip("moto")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from aws_e2e.batch_fake import SUBMIT_JOB_PAYLOAD_LIMIT, job_command
 from aws_e2e.batch_stack import BatchStack
-from callback_e2e.common import BLOCKED_POOL, FAST_RECOVERY, GENERIC_FAILURE, PYTHON, STABLE_PYTHON
+from callback_e2e.common import FAST_RECOVERY, PYTHON, STABLE_PYTHON
 from callback_e2e.scenarios import (
     burst_runs_each_once,
     dag_run_callbacks_run_once,
-    deadline_callbacks,
     deadline_phases,
+    deadline_succeeds_once,
+    failing_deadline_runs_once,
+    running_callback_outlives_its_scheduler,
+    stable_core_deadline_callbacks,
+    start_scheduling,
     wait_deadline_finished,
 )
 from callback_e2e.stack import wait_for
@@ -48,59 +52,14 @@ DAGS = [
     "e2e_deadline_burst",
     "e2e_deadline_fails",
     "e2e_deadline_big",
+    "e2e_deadline_big_40k",
+    "e2e_deadline_huge_64k",
     "e2e_fail",
     "e2e_ok",
     "e2e_api",
 ]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def _callbacks(stack: BatchStack, dag_id: str) -> list[dict]:
-    return deadline_callbacks(stack, dag_id)
-
-
-def _phases(stack: BatchStack, dag_id: str) -> Counter:
-    return deadline_phases(stack, dag_id)
-
-
-def _wait_finished(stack: BatchStack, dag_id: str, timeout: float = 120) -> dict:
-    return wait_deadline_finished(stack, dag_id, timeout, settle=3)
-
-
-def _start(stack: BatchStack, dags: list[str]) -> None:
-    stack.wait_healthy()
-    stack.api.warm_execution_api()
-    stack.api.request("POST", "/api/v2/pools", {"name": BLOCKED_POOL, "slots": 0})
-    stack.scheduler()
-    stack.wait_dags(dags)
-
-
-def _running_scheduler(stack: BatchStack) -> str:
-    (name,) = [name for name, proc in stack.procs.items() if name.startswith("scheduler") and proc.alive()]
-    return name
-
-
-def _check_deadline_succeeds_once(stack: BatchStack, run_id: str) -> None:
-    stack.trigger("e2e_deadline_ok", run_id)
-    callback = _wait_finished(stack, "e2e_deadline_ok")
-    assert callback["state"] == "success", (callback["output"], stack.logs())
-    assert _phases(stack, "e2e_deadline_ok") == {"started": 1, "ended": 1}
-    (job,) = stack.batch_jobs_for(callback["id"])
-    assert (job.status, job.exit_code) == ("SUCCEEDED", 0)
-    assert "Callback executed successfully" in stack.callback_log(callback["id"])
-
-
-def _check_failing_deadline_runs_once_with_its_reason(stack: BatchStack, run_id: str, reason: str) -> None:
-    stack.trigger("e2e_deadline_fails", run_id)
-    callback = _wait_finished(stack, "e2e_deadline_fails")
-    assert callback["state"] == "failed", (callback["output"], stack.logs())
-    assert _phases(stack, "e2e_deadline_fails") == {"started": 1}, "the body ran more than once"
-    jobs = stack.batch_jobs_for(callback["id"])
-    assert len(jobs) == 1, f"the failed callback was resubmitted: {len(jobs)} Batch jobs"
-    output = callback["output"] or ""
-    assert output != GENERIC_FAILURE, f"no reason in the callback's output: {output!r}"
-    assert reason in output, output
 
 
 # ------------------------------------------------------------------------------ stable core (3.3.2)
@@ -111,12 +70,7 @@ def _check_failing_deadline_runs_once_with_its_reason(stack: BatchStack, run_id:
 )
 def test_stable_core_deadline_callbacks_succeed_once_and_fail_once_with_their_reason():
     with BatchStack(STABLE_PYTHON, "sqlite", {"AIRFLOW__CORE__PARALLELISM": "4"}, capacity=2) as stack:
-        _start(stack, ["e2e_deadline_ok", "e2e_deadline_fails"])
-        _check_deadline_succeeds_once(stack, "stable-ok-1")
-        # Task SDK 1.3.2's supervise_callback names only the callback process's exit code.
-        _check_failing_deadline_runs_once_with_its_reason(
-            stack, "stable-fails-1", "Callback subprocess exited with code 1"
-        )
+        stable_core_deadline_callbacks(stack)
 
 
 # ------------------------------------------------------------------------------------------ PostgreSQL
@@ -126,7 +80,7 @@ def test_stable_core_deadline_callbacks_succeed_once_and_fail_once_with_their_re
 def batch_stack():
     config = {**FAST_RECOVERY, "AIRFLOW__CORE__PARALLELISM": "8"}
     with BatchStack(PYTHON, "postgres", config, capacity=6) as stack:
-        _start(stack, DAGS)
+        start_scheduling(stack, DAGS)
         stack.api.request("POST", "/api/v2/variables", {"key": "e2e_in", "value": "from-the-test"})
         yield stack
 
@@ -134,17 +88,15 @@ def batch_stack():
 @pytest.fixture
 def batch(batch_stack):
     """The PostgreSQL stack with a scheduler running (a test before may have killed it)."""
-    if not any(name.startswith("scheduler") and proc.alive() for name, proc in batch_stack.procs.items()):
-        batch_stack.scheduler(f"scheduler-{len(batch_stack.procs)}")
-    return batch_stack
+    return batch_stack.ensure_scheduler()
 
 
 def test_deadline_callback_succeeds_once_as_one_batch_job(batch):
-    _check_deadline_succeeds_once(batch, "ok-1")
+    deadline_succeeds_once(batch, "ok-1")
 
 
 def test_failing_deadline_callback_runs_once_and_ends_failed_with_its_reason(batch):
-    _check_failing_deadline_runs_once_with_its_reason(batch, "fails-1", "fails on purpose")
+    failing_deadline_runs_once(batch, "fails-1", "fails on purpose")
 
 
 def test_dag_run_callbacks_run_once_on_batch_and_read_a_variable(batch):
@@ -158,10 +110,35 @@ def test_callback_with_large_kwargs_runs_once(batch):
     dag_id = "e2e_deadline_big"
     batch.trigger(dag_id, f"{dag_id}-1")
 
-    callback = _wait_finished(batch, dag_id)
+    callback = wait_deadline_finished(batch, dag_id)
     assert callback["state"] == "success", (callback["output"], batch.logs())
-    assert _phases(batch, dag_id) == {"started": 1, "ended": 1}
+    assert deadline_phases(batch, dag_id) == {"started": 1, "ended": 1}
     assert len(batch.batch_jobs_for_run(dag_id)) == 1
+
+
+def test_callback_larger_than_a_submit_job_request_allows_runs_once_sent_compressed(batch):
+    """40 kB of callback kwargs: as JSON the workload does not fit the 30 KiB of a SubmitJob payload."""
+    dag_id = "e2e_deadline_big_40k"
+    batch.trigger(dag_id, f"{dag_id}-1")
+
+    callback = wait_deadline_finished(batch, dag_id)
+    assert callback["state"] == "success", (callback["output"], batch.logs())
+    assert deadline_phases(batch, dag_id) == {"started": 1, "ended": 1}
+    (job,) = batch.batch_jobs_for(callback["id"])
+    assert "--json-zlib-base64" in job_command(job)
+
+
+def test_callback_that_cannot_fit_a_submit_job_request_fails_at_once_naming_the_limit(batch):
+    """64 kB of kwargs that do not compress enough: no SubmitJob request can carry the workload."""
+    dag_id = "e2e_deadline_huge_64k"
+    batch.trigger(dag_id, f"{dag_id}-1")
+
+    callback = wait_deadline_finished(batch, dag_id)
+    assert callback["state"] == "failed", (callback["output"], batch.logs())
+    assert deadline_phases(batch, dag_id) == {}, "the callback cannot have run"
+    assert batch.batch_jobs_for(callback["id"]) == []
+    output = callback["output"] or ""
+    assert f"more than the {SUBMIT_JOB_PAYLOAD_LIMIT} Batch accepts" in output, output
 
 
 def test_burst_of_callbacks_runs_each_once(batch):
@@ -174,44 +151,22 @@ def test_callback_whose_submission_fails_across_a_scheduler_restart_runs_once(ba
     batch.aws.fail_next_submit_jobs(1000, message="Too many requests")
     batch.trigger("e2e_deadline_queue", "submit-retries-1")
     wait_for("a refused SubmitJob", lambda: len(batch.aws.submit_failures) < 1000, 120)
-    killed = _running_scheduler(batch)
+    killed = batch.running_scheduler()
     batch.kill(killed)
     batch.aws.submit_failures.clear()
     batch.scheduler(f"{killed}-after-refusals")
 
-    callback = _wait_finished(batch, "e2e_deadline_queue", timeout=120)
+    callback = wait_deadline_finished(batch, "e2e_deadline_queue", timeout=120)
     assert callback["state"] == "success", (callback["output"], batch.logs())
-    assert _phases(batch, "e2e_deadline_queue") == {"started": 1, "ended": 1}
+    assert deadline_phases(batch, "e2e_deadline_queue") == {"started": 1, "ended": 1}
     assert len(batch.batch_jobs_for(callback["id"])) == 1
 
 
 def test_callback_running_while_the_scheduler_is_stopped_is_adopted_and_reported_once(batch):
     """SIGTERM while the callback's Batch job runs: the scheduler leaves it; the next one adopts it."""
-    batch.trigger("e2e_deadline_slow", "scheduler-stopped-1")  # a 25 s callback
-    wait_for("the callback to start", lambda: _phases(batch, "e2e_deadline_slow")["started"], 120)
-    stopped = _running_scheduler(batch)
-    batch.stop(stopped)
-    assert "Leaving 1 running callbacks to the next scheduler" in batch.logs_of(stopped)
-    assert _phases(batch, "e2e_deadline_slow")["ended"] == 0, "the scheduler waited for the callback"
-    batch.scheduler(f"{stopped}-after-stop")
-
-    callback = _wait_finished(batch, "e2e_deadline_slow", timeout=120)
-    assert callback["state"] == "success", (callback["output"], batch.logs())
-    assert _phases(batch, "e2e_deadline_slow") == {"started": 1, "ended": 1}
-    assert len(batch.batch_jobs_for(callback["id"])) == 1
-    assert "Adopted the following 1 callbacks" in batch.logs_of(f"{stopped}-after-stop")
+    running_callback_outlives_its_scheduler(batch, "stop", "e2e_deadline_slow", "scheduler-stopped-1")
 
 
 def test_callback_running_while_the_scheduler_is_killed_is_adopted_and_reported_once(batch):
     """SIGKILL while the callback's Batch job runs: the next scheduler adopts it; it ends once, successfully."""
-    batch.trigger("e2e_deadline_watch", "scheduler-killed-1")  # a 15 s callback
-    wait_for("the callback to start", lambda: _phases(batch, "e2e_deadline_watch")["started"], 120)
-    killed = _running_scheduler(batch)
-    batch.kill(killed)
-    batch.scheduler(f"{killed}-after-kill")
-
-    callback = _wait_finished(batch, "e2e_deadline_watch", timeout=120)
-    assert callback["state"] == "success", (callback["output"], batch.logs())
-    assert _phases(batch, "e2e_deadline_watch") == {"started": 1, "ended": 1}
-    assert len(batch.batch_jobs_for(callback["id"])) == 1
-    assert "Adopted the following 1 callbacks" in batch.logs_of(f"{killed}-after-kill")
+    running_callback_outlives_its_scheduler(batch, "kill", "e2e_deadline_watch", "scheduler-killed-1")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -31,15 +30,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aws_e2e import EcsStack
 from aws_e2e.fake import OVERRIDES_LIMIT, overrides_length
-from callback_e2e.common import BLOCKED_POOL, FAST_RECOVERY, GENERIC_FAILURE, PYTHON, STABLE_PYTHON
+from callback_e2e.common import FAST_RECOVERY, PYTHON, STABLE_PYTHON
 from callback_e2e.scenarios import (
     burst_runs_each_once,
     dag_run_callbacks_run_once,
-    deadline_callbacks,
     deadline_phases,
+    deadline_succeeds_once,
+    failing_deadline_runs_once,
+    running_callback_outlives_its_scheduler,
+    stable_core_deadline_callbacks,
+    start_scheduling,
     wait_deadline_finished,
 )
-from callback_e2e.stack import wait_for
 
 # 20 in CI (more than the 4 ECS tasks the fake runs at once); AWS_E2E_BURST=50 for the issue's 50.
 BURST = int(os.environ.get("AWS_E2E_BURST", "20"))
@@ -60,48 +62,6 @@ DAGS = [
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def _callbacks(stack: EcsStack, dag_id: str) -> list[dict]:
-    return deadline_callbacks(stack, dag_id)
-
-
-def _phases(stack: EcsStack, dag_id: str) -> Counter:
-    return deadline_phases(stack, dag_id)
-
-
-def _wait_finished(stack: EcsStack, dag_id: str, timeout: float = 120) -> dict:
-    return wait_deadline_finished(stack, dag_id, timeout, settle=3)
-
-
-def _start(stack: EcsStack, dags: list[str]) -> None:
-    stack.wait_healthy()
-    stack.api.warm_execution_api()
-    stack.api.request("POST", "/api/v2/pools", {"name": BLOCKED_POOL, "slots": 0})
-    stack.scheduler()
-    stack.wait_dags(dags)
-
-
-def _check_deadline_succeeds_once(stack: EcsStack, run_id: str) -> None:
-    stack.trigger("e2e_deadline_ok", run_id)
-    callback = _wait_finished(stack, "e2e_deadline_ok")
-    assert callback["state"] == "success", (callback["output"], stack.logs())
-    assert _phases(stack, "e2e_deadline_ok") == {"started": 1, "ended": 1}
-    (task,) = stack.ecs_tasks_for(callback["id"])
-    assert [c.exitCode for c in task.containers] == [0]
-    assert "Callback executed successfully" in stack.callback_log(callback["id"])
-
-
-def _check_failing_deadline_runs_once_with_its_reason(stack: EcsStack, run_id: str, reason: str) -> None:
-    stack.trigger("e2e_deadline_fails", run_id)
-    callback = _wait_finished(stack, "e2e_deadline_fails")
-    assert callback["state"] == "failed", (callback["output"], stack.logs())
-    assert _phases(stack, "e2e_deadline_fails") == {"started": 1}, "the body ran more than once"
-    tasks = stack.ecs_tasks_for(callback["id"])
-    assert len(tasks) == 1, f"the failed callback was resubmitted: {len(tasks)} ECS tasks"
-    output = callback["output"] or ""
-    assert output != GENERIC_FAILURE, f"no reason in the callback's output: {output!r}"
-    assert reason in output, output
-
-
 # ------------------------------------------------------------------------------ stable core (3.3.2)
 
 
@@ -110,12 +70,7 @@ def _check_failing_deadline_runs_once_with_its_reason(stack: EcsStack, run_id: s
 )
 def test_stable_core_deadline_callbacks_succeed_once_and_fail_once_with_their_reason():
     with EcsStack(STABLE_PYTHON, "sqlite", {"AIRFLOW__CORE__PARALLELISM": "4"}, capacity=2) as stack:
-        _start(stack, ["e2e_deadline_ok", "e2e_deadline_fails"])
-        _check_deadline_succeeds_once(stack, "stable-ok-1")
-        # Task SDK 1.3.2's supervise_callback names only the callback process's exit code.
-        _check_failing_deadline_runs_once_with_its_reason(
-            stack, "stable-fails-1", "Callback subprocess exited with code 1"
-        )
+        stable_core_deadline_callbacks(stack)
 
 
 # ------------------------------------------------------------------------------------------ PostgreSQL
@@ -125,7 +80,7 @@ def test_stable_core_deadline_callbacks_succeed_once_and_fail_once_with_their_re
 def ecs_stack():
     config = {**FAST_RECOVERY, "AIRFLOW__CORE__PARALLELISM": "8"}
     with EcsStack(PYTHON, "postgres", config, capacity=4) as stack:
-        _start(stack, DAGS)
+        start_scheduling(stack, DAGS)
         stack.api.request("POST", "/api/v2/variables", {"key": "e2e_in", "value": "from-the-test"})
         yield stack
 
@@ -133,17 +88,15 @@ def ecs_stack():
 @pytest.fixture
 def ecs(ecs_stack):
     """The PostgreSQL stack with a scheduler running (a test before may have killed it)."""
-    if not any(name.startswith("scheduler") and proc.alive() for name, proc in ecs_stack.procs.items()):
-        ecs_stack.scheduler(f"scheduler-{len(ecs_stack.procs)}")
-    return ecs_stack
+    return ecs_stack.ensure_scheduler()
 
 
 def test_deadline_callback_succeeds_once_as_one_ecs_task(ecs):
-    _check_deadline_succeeds_once(ecs, "ok-1")
+    deadline_succeeds_once(ecs, "ok-1")
 
 
 def test_failing_deadline_callback_runs_once_and_ends_failed_with_its_reason(ecs):
-    _check_failing_deadline_runs_once_with_its_reason(ecs, "fails-1", "fails on purpose")
+    failing_deadline_runs_once(ecs, "fails-1", "fails on purpose")
 
 
 def test_callback_ecs_cannot_place_at_first_is_retried_and_runs_once(ecs):
@@ -151,10 +104,10 @@ def test_callback_ecs_cannot_place_at_first_is_retried_and_runs_once(ecs):
     ecs.aws.fail_next_run_tasks(1, reason="RESOURCE:MEMORY")
     ecs.trigger("e2e_deadline_queue", "capacity-1")
 
-    callback = _wait_finished(ecs, "e2e_deadline_queue")
+    callback = wait_deadline_finished(ecs, "e2e_deadline_queue")
     assert callback["state"] == "success", (callback["output"], ecs.logs())
     assert ecs.aws.faults.run_task_failures == [], "RunTask was never refused"
-    assert _phases(ecs, "e2e_deadline_queue") == {"started": 1, "ended": 1}
+    assert deadline_phases(ecs, "e2e_deadline_queue") == {"started": 1, "ended": 1}
     assert len(ecs.ecs_tasks_for(callback["id"])) == 1
 
 
@@ -168,9 +121,9 @@ def test_callback_larger_than_ecs_overrides_allow_runs_once(ecs):
     """10 kB of callback kwargs: as JSON the workload does not fit the 8192 characters of ECS overrides."""
     ecs.trigger("e2e_deadline_big", "big-1")
 
-    callback = _wait_finished(ecs, "e2e_deadline_big")
+    callback = wait_deadline_finished(ecs, "e2e_deadline_big")
     assert callback["state"] == "success", (callback["output"], ecs.logs())
-    assert _phases(ecs, "e2e_deadline_big") == {"started": 1, "ended": 1}
+    assert deadline_phases(ecs, "e2e_deadline_big") == {"started": 1, "ended": 1}
     (task,) = ecs.ecs_tasks_for_run("e2e_deadline_big")
     assert overrides_length(task.overrides) <= OVERRIDES_LIMIT
 
@@ -179,9 +132,9 @@ def test_callback_that_cannot_fit_ecs_overrides_fails_at_once_naming_the_limit(e
     """12 kB of kwargs that do not compress: no ECS task can carry the workload."""
     ecs.trigger("e2e_deadline_huge", "huge-1")
 
-    callback = _wait_finished(ecs, "e2e_deadline_huge")
+    callback = wait_deadline_finished(ecs, "e2e_deadline_huge")
     assert callback["state"] == "failed", (callback["output"], ecs.logs())
-    assert _phases(ecs, "e2e_deadline_huge") == {}, "the callback cannot have run"
+    assert deadline_phases(ecs, "e2e_deadline_huge") == {}, "the callback cannot have run"
     assert ecs.ecs_tasks_for_run("e2e_deadline_huge") == []
     output = callback["output"] or ""
     assert f"more than the {OVERRIDES_LIMIT} ECS accepts" in output, output
@@ -194,31 +147,9 @@ def test_burst_of_callbacks_runs_each_once(ecs):
 
 def test_callback_running_while_the_scheduler_is_stopped_is_adopted_and_reported_once(ecs):
     """SIGTERM while the callback's ECS task runs: the scheduler leaves it; the next one adopts it."""
-    ecs.trigger("e2e_deadline_slow", "scheduler-stopped-1")  # a 25 s callback
-    wait_for("the callback to start", lambda: _phases(ecs, "e2e_deadline_slow")["started"], 120)
-    (stopped,) = [name for name, proc in ecs.procs.items() if name.startswith("scheduler") and proc.alive()]
-    ecs.stop(stopped)
-    assert "Leaving 1 running callbacks to the next scheduler" in ecs.logs_of(stopped)
-    assert _phases(ecs, "e2e_deadline_slow")["ended"] == 0, "the scheduler waited for the callback"
-    ecs.scheduler(f"{stopped}-after-stop")
-
-    callback = _wait_finished(ecs, "e2e_deadline_slow", timeout=120)
-    assert callback["state"] == "success", (callback["output"], ecs.logs())
-    assert _phases(ecs, "e2e_deadline_slow") == {"started": 1, "ended": 1}
-    assert len(ecs.ecs_tasks_for(callback["id"])) == 1
-    assert "Adopted the following 1 callbacks" in ecs.logs_of(f"{stopped}-after-stop")
+    running_callback_outlives_its_scheduler(ecs, "stop", "e2e_deadline_slow", "scheduler-stopped-1")
 
 
 def test_callback_running_while_the_scheduler_is_killed_is_adopted_and_reported_once(ecs):
     """SIGKILL while the callback's ECS task runs: the next scheduler adopts it; it ends once, successfully."""
-    ecs.trigger("e2e_deadline_watch", "scheduler-killed-1")  # a 15 s callback
-    wait_for("the callback to start", lambda: _phases(ecs, "e2e_deadline_watch")["started"], 120)
-    (killed,) = [name for name, proc in ecs.procs.items() if name.startswith("scheduler") and proc.alive()]
-    ecs.kill(killed)
-    ecs.scheduler(f"{killed}-after-kill")
-
-    callback = _wait_finished(ecs, "e2e_deadline_watch", timeout=120)
-    assert callback["state"] == "success", (callback["output"], ecs.logs())
-    assert _phases(ecs, "e2e_deadline_watch") == {"started": 1, "ended": 1}
-    assert len(ecs.ecs_tasks_for(callback["id"])) == 1
-    assert "Adopted the following 1 callbacks" in ecs.logs_of(f"{killed}-after-kill")
+    running_callback_outlives_its_scheduler(ecs, "kill", "e2e_deadline_watch", "scheduler-killed-1")

@@ -19,7 +19,6 @@ import os
 import sys
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -29,12 +28,16 @@ pytest.importorskip("moto")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aws_e2e.lambda_stack import LambdaStack
-from callback_e2e.common import BLOCKED_POOL, FAST_RECOVERY, GENERIC_FAILURE, PYTHON, STABLE_PYTHON
+from callback_e2e.common import FAST_RECOVERY, PYTHON, STABLE_PYTHON
 from callback_e2e.scenarios import (
     burst_runs_each_once,
     dag_run_callbacks_run_once,
-    deadline_callbacks,
     deadline_phases,
+    deadline_succeeds_once,
+    failing_deadline_runs_once,
+    running_callback_outlives_its_scheduler,
+    stable_core_deadline_callbacks,
+    start_scheduling,
     wait_deadline_finished,
 )
 from callback_e2e.stack import wait_for
@@ -44,6 +47,7 @@ DAGS = [
     "e2e_deadline_watch",
     "e2e_deadline_slow",
     "e2e_deadline_queue",
+    "e2e_deadline_refused",
     "e2e_deadline_fails",
     "e2e_deadline_big",
     "e2e_deadline_burst",
@@ -60,48 +64,6 @@ STALE_RESULT_TIMEOUT = 30
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def _callbacks(stack: LambdaStack, dag_id: str) -> list[dict]:
-    return deadline_callbacks(stack, dag_id)
-
-
-def _phases(stack: LambdaStack, dag_id: str) -> Counter:
-    return deadline_phases(stack, dag_id)
-
-
-def _wait_finished(stack: LambdaStack, dag_id: str, timeout: float = 120) -> dict:
-    return wait_deadline_finished(stack, dag_id, timeout, settle=3)
-
-
-def _start(stack: LambdaStack, dags: list[str]) -> None:
-    stack.wait_healthy()
-    stack.api.warm_execution_api()
-    stack.api.request("POST", "/api/v2/pools", {"name": BLOCKED_POOL, "slots": 0})
-    stack.scheduler()
-    stack.wait_dags(dags)
-
-
-def _check_deadline_succeeds_once(stack: LambdaStack, run_id: str) -> None:
-    stack.trigger("e2e_deadline_ok", run_id)
-    callback = _wait_finished(stack, "e2e_deadline_ok")
-    assert callback["state"] == "success", (callback["output"], stack.logs())
-    assert _phases(stack, "e2e_deadline_ok") == {"started": 1, "ended": 1}
-    (invocation,) = stack.invocations_for(callback["id"])
-    assert invocation.exit_codes == [0]
-    assert "Callback executed successfully" in stack.callback_log(callback["id"])
-
-
-def _check_failing_deadline_runs_once_with_its_reason(stack: LambdaStack, run_id: str, reason: str) -> None:
-    stack.trigger("e2e_deadline_fails", run_id)
-    callback = _wait_finished(stack, "e2e_deadline_fails")
-    assert callback["state"] == "failed", (callback["output"], stack.logs())
-    assert _phases(stack, "e2e_deadline_fails") == {"started": 1}, "the body ran more than once"
-    invocations = stack.invocations_for(callback["id"])
-    assert len(invocations) == 1, f"the failed callback was resubmitted: {len(invocations)} invocations"
-    output = callback["output"] or ""
-    assert output != GENERIC_FAILURE, f"no reason in the callback's output: {output!r}"
-    assert reason in output, output
-
-
 # ------------------------------------------------------------------------------ stable core (3.3.2)
 
 
@@ -110,11 +72,7 @@ def _check_failing_deadline_runs_once_with_its_reason(stack: LambdaStack, run_id
 )
 def test_stable_core_deadline_callbacks_succeed_once_and_fail_once_with_their_reason():
     with LambdaStack(STABLE_PYTHON, "sqlite", {"AIRFLOW__CORE__PARALLELISM": "4"}, capacity=2) as stack:
-        _start(stack, ["e2e_deadline_ok", "e2e_deadline_fails"])
-        _check_deadline_succeeds_once(stack, "stable-ok-1")
-        _check_failing_deadline_runs_once_with_its_reason(
-            stack, "stable-fails-1", "Callback subprocess exited with code 1"
-        )
+        stable_core_deadline_callbacks(stack)
 
 
 # ------------------------------------------------------------------------------------------ PostgreSQL
@@ -128,7 +86,7 @@ def lambda_stack():
         "AIRFLOW__AWS_LAMBDA_EXECUTOR__STALE_RESULT_TIMEOUT": str(STALE_RESULT_TIMEOUT),
     }
     with LambdaStack(PYTHON, "postgres", config, capacity=4) as stack:
-        _start(stack, DAGS)
+        start_scheduling(stack, DAGS)
         stack.api.request("POST", "/api/v2/variables", {"key": "e2e_in", "value": "from-the-test"})
         yield stack
 
@@ -136,17 +94,15 @@ def lambda_stack():
 @pytest.fixture
 def lam(lambda_stack):
     """The PostgreSQL stack with a scheduler running (a test before may have killed it)."""
-    if not any(name.startswith("scheduler") and proc.alive() for name, proc in lambda_stack.procs.items()):
-        lambda_stack.scheduler(f"scheduler-{len(lambda_stack.procs)}")
-    return lambda_stack
+    return lambda_stack.ensure_scheduler()
 
 
 def test_deadline_callback_succeeds_once_as_one_invocation(lam):
-    _check_deadline_succeeds_once(lam, "ok-1")
+    deadline_succeeds_once(lam, "ok-1")
 
 
 def test_failing_deadline_callback_runs_once_and_ends_failed_with_its_reason(lam):
-    _check_failing_deadline_runs_once_with_its_reason(lam, "fails-1", "fails on purpose")
+    failing_deadline_runs_once(lam, "fails-1", "fails on purpose")
 
 
 def test_dag_run_callbacks_run_once_on_lambda_and_read_a_variable(lam):
@@ -159,10 +115,10 @@ def test_callback_with_large_kwargs_runs_once(lam):
     """10 kB of callback kwargs travel in the invocation's event (well within Lambda's payload limit)."""
     lam.trigger("e2e_deadline_big", "big-1")
 
-    callback = _wait_finished(lam, "e2e_deadline_big")
+    callback = wait_deadline_finished(lam, "e2e_deadline_big")
     assert len(callback["data"]["kwargs"]["payload"]) == 10_240
     assert callback["state"] == "success", (callback["output"], lam.logs())
-    assert _phases(lam, "e2e_deadline_big") == {"started": 1, "ended": 1}
+    assert deadline_phases(lam, "e2e_deadline_big") == {"started": 1, "ended": 1}
     assert len(lam.invocations_for(callback["id"])) == 1
 
 
@@ -175,54 +131,46 @@ def test_results_left_by_an_earlier_scheduler_do_not_hide_new_results_and_are_de
     sent = time.monotonic()
     lam.trigger("e2e_deadline_queue", "stale-1")
 
-    callback = _wait_finished(lam, "e2e_deadline_queue")
+    callback = wait_deadline_finished(lam, "e2e_deadline_queue")
     assert callback["state"] == "success", (callback["output"], lam.logs())
-    assert _phases(lam, "e2e_deadline_queue") == {"started": 1, "ended": 1}
+    assert deadline_phases(lam, "e2e_deadline_queue") == {"started": 1, "ended": 1}
     if time.monotonic() - sent < STALE_RESULT_TIMEOUT - 5:
         assert lam.queue_depth() == 30, "a result nobody tracks was deleted before it was stale"
 
     # The queue is read while workloads run: once stale, the next callback's syncs delete them.
     time.sleep(max(0.0, STALE_RESULT_TIMEOUT + 1 - (time.monotonic() - sent)))
     lam.trigger("e2e_deadline_burst", "stale-2")
-    callback = _wait_finished(lam, "e2e_deadline_burst")
+    callback = wait_deadline_finished(lam, "e2e_deadline_burst")
     assert callback["state"] == "success", (callback["output"], lam.logs())
     assert lam.queue_depth() == 0, lam.logs()
     schedulers = "".join(lam.logs_of(n) for n in lam.procs if n.startswith("scheduler"))
     assert "no executor sharing the queue has taken it" in schedulers
 
 
+def test_callback_whose_invocation_is_refused_across_a_scheduler_restart_runs_once(lam):
+    """Invoke throttled, the scheduler killed while the executor retries: the next scheduler queues it again."""
+    lam.lam.fail_next_invokes(1000)
+    lam.trigger("e2e_deadline_refused", "invoke-retries-1")
+    wait_for("a refused Invoke", lambda: len(lam.lam.invoke_failures) < 1000, 120)
+    killed = lam.running_scheduler()
+    lam.kill(killed)
+    lam.lam.invoke_failures.clear()
+    lam.scheduler(f"{killed}-after-refusals")
+
+    callback = wait_deadline_finished(lam, "e2e_deadline_refused", timeout=120)
+    assert callback["state"] == "success", (callback["output"], lam.logs())
+    assert deadline_phases(lam, "e2e_deadline_refused") == {"started": 1, "ended": 1}
+    assert len(lam.invocations_for(callback["id"])) == 1
+
+
 def test_callback_running_while_the_scheduler_is_stopped_is_left_to_the_next_and_reported_once(lam):
     """SIGTERM while the callback runs, end_wait_timeout 0: the scheduler ends at once; the next adopts it."""
-    lam.trigger("e2e_deadline_slow", "scheduler-stopped-1")  # a 25 s callback
-    wait_for("the callback to start", lambda: _phases(lam, "e2e_deadline_slow")["started"], 120)
-    (stopped,) = [name for name, proc in lam.procs.items() if name.startswith("scheduler") and proc.alive()]
-    started = time.monotonic()
-    lam.stop(stopped)
-    assert time.monotonic() - started < 20, "the scheduler waited for the callback"
-    assert "Leaving 1 running callbacks to the next scheduler" in lam.logs_of(stopped)
-    assert _phases(lam, "e2e_deadline_slow")["ended"] == 0, "the scheduler waited for the callback"
-    lam.scheduler(f"{stopped}-after-stop")
-
-    callback = _wait_finished(lam, "e2e_deadline_slow", timeout=120)
-    assert callback["state"] == "success", (callback["output"], lam.logs())
-    assert _phases(lam, "e2e_deadline_slow") == {"started": 1, "ended": 1}
-    assert len(lam.invocations_for(callback["id"])) == 1
-    assert "Adopted the following 1 callbacks" in lam.logs_of(f"{stopped}-after-stop")
+    running_callback_outlives_its_scheduler(lam, "stop", "e2e_deadline_slow", "scheduler-stopped-1")
 
 
 def test_callback_running_while_the_scheduler_is_killed_is_adopted_and_reported_once(lam):
     """SIGKILL while the callback runs: the next scheduler adopts it; it ends once, successfully."""
-    lam.trigger("e2e_deadline_watch", "scheduler-killed-1")  # a 15 s callback
-    wait_for("the callback to start", lambda: _phases(lam, "e2e_deadline_watch")["started"], 120)
-    (killed,) = [name for name, proc in lam.procs.items() if name.startswith("scheduler") and proc.alive()]
-    lam.kill(killed)
-    lam.scheduler(f"{killed}-after-kill")
-
-    callback = _wait_finished(lam, "e2e_deadline_watch", timeout=120)
-    assert callback["state"] == "success", (callback["output"], lam.logs())
-    assert _phases(lam, "e2e_deadline_watch") == {"started": 1, "ended": 1}
-    assert len(lam.invocations_for(callback["id"])) == 1
-    assert "Adopted the following 1 callbacks" in lam.logs_of(f"{killed}-after-kill")
+    running_callback_outlives_its_scheduler(lam, "kill", "e2e_deadline_watch", "scheduler-killed-1")
 
 
 def test_burst_of_callbacks_runs_each_once(lam):

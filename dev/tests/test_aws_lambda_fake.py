@@ -130,6 +130,25 @@ def test_async_payload_over_the_limit_is_rejected(aws, lam, queues):
     assert lam.invocations == []
 
 
+def test_throttled_invokes_accept_nothing_until_the_faults_are_used_up(aws, lam, queues):
+    from botocore.config import Config
+
+    _function(aws, queues)
+    # boto3 retries throttled calls itself; one attempt per call shows each answer.
+    client = aws.client("lambda", config=Config(retries={"mode": "standard", "max_attempts": 1}))
+    payload = json.dumps({"task_key": "key-throttled", "command": ["true"], "executor_config": {}})
+    lam.fail_next_invokes(2, message="Rate exceeded")
+    for _ in range(2):
+        with pytest.raises(ClientError) as err:
+            client.invoke(FunctionName=FUNCTION, InvocationType="Event", Payload=payload)
+        assert err.value.response["Error"]["Code"] == "TooManyRequestsException"
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+    assert lam.invocations == []
+
+    client.invoke(FunctionName=FUNCTION, InvocationType="Event", Payload=payload)
+    assert len(lam.invocations_for("key-throttled")) == 1
+
+
 def test_handler_error_is_retried_then_the_event_goes_to_the_dead_letter_queue(aws, lam, queues):
     # No queue URL in the function's environment: the handler raises after running the command.
     role = aws.client("iam").create_role(RoleName="bare-role", AssumeRolePolicyDocument="{}")["Role"]

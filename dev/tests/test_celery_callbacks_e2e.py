@@ -30,7 +30,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from callback_e2e.common import (
-    BLOCKED_POOL,
     FAST_RECOVERY,
     GENERIC_FAILURE,
     OTHER_QUEUE,
@@ -58,6 +57,7 @@ DAGS = [
     "e2e_deadline_slow",
     "e2e_deadline_burst",
     "e2e_deadline_killed",
+    "e2e_deadline_big_40k",
     "e2e_fail",
     "e2e_ok",
     "e2e_api",
@@ -79,19 +79,12 @@ def _wait_finished(stack: CeleryStack, dag_id: str, timeout: float = 90) -> dict
 
 
 def _start(stack: CeleryStack, workers: dict[str, tuple[str, ...]]) -> None:
-    stack.wait_healthy()
-    stack.api.warm_execution_api()
-    stack.api.request("POST", "/api/v2/pools", {"name": BLOCKED_POOL, "slots": 0})
+    stack.prepare()
     for name, queues in workers.items():
         stack.worker(name, queues, wait=False)
     for name in workers:
         stack.wait_worker(name)
     stack.scheduler()
-
-
-def _ensure_scheduler(stack: CeleryStack) -> None:
-    if not any(name.startswith("scheduler") and proc.alive() for name, proc in stack.procs.items()):
-        stack.scheduler(f"scheduler-{len(stack.procs)}")
 
 
 def _assert_reason(callback: dict, mentions: str | None = None) -> None:
@@ -166,7 +159,7 @@ def pg_celery():
 @pytest.fixture
 def pg(pg_celery):
     """The PostgreSQL stack with a scheduler running (a test before may have killed it)."""
-    _ensure_scheduler(pg_celery)
+    pg_celery.ensure_scheduler()
     return pg_celery
 
 
@@ -214,6 +207,17 @@ def test_callback_goes_to_the_queue_it_names(pg):
     assert _assert_ran_once_with_log(pg, callback, SUCCESS_LOG) == "worker"
 
 
+def test_callback_with_40kb_of_kwargs_runs_once(pg):
+    """A large workload: the Celery message (and the workload the worker gets) carries 40 kB of kwargs."""
+    pg.trigger("e2e_deadline_big_40k", "big-1")
+
+    callback = _wait_finished(pg, "e2e_deadline_big_40k")
+    assert len(callback["data"]["kwargs"]["payload"]) == 40_960
+    assert callback["state"] == "success", (callback["output"], pg.logs())
+    assert _phases(pg, "e2e_deadline_big_40k") == {"started": 1, "ended": 1}
+    assert _assert_ran_once_with_log(pg, callback, SUCCESS_LOG) == OTHER_QUEUE
+
+
 def test_burst_of_callbacks_runs_each_once(pg):
     callbacks = burst_runs_each_once(pg, BURST, timeout=180)
     assert len({str(c["data"]["dag_run_id"]) for c in callbacks}) == BURST, "one callback per run"
@@ -243,22 +247,17 @@ def test_callback_of_a_killed_worker_is_failed_once_its_heartbeats_stop(pg):
     assert _callbacks(pg, "e2e_deadline_killed")[0]["state"] == "failed"
 
 
-def _running_scheduler(stack: CeleryStack) -> str:
-    (name,) = [name for name, proc in stack.procs.items() if name.startswith("scheduler") and proc.alive()]
-    return name
-
-
 def test_callbacks_running_while_the_scheduler_is_stopped_or_killed_are_reported_once(pg):
     """SIGTERM, then SIGKILL, each while a callback runs: the next scheduler adopts it; it ends once."""
     pg.trigger("e2e_deadline_slow", "scheduler-stopped-1")  # a 25 s callback
     wait_for("the first callback to start", lambda: _phases(pg, "e2e_deadline_slow")["started"], 90)
-    stopped = _running_scheduler(pg)
+    stopped = pg.running_scheduler()
     pg.stop(stopped)  # SIGTERM: the scheduler ends its job and exits
     pg.scheduler(f"{stopped}-after-stop")
 
     pg.trigger("e2e_deadline_watch", "scheduler-killed-1")  # a 15 s callback
     wait_for("the second callback to start", lambda: _phases(pg, "e2e_deadline_watch")["started"], 90)
-    killed = _running_scheduler(pg)
+    killed = pg.running_scheduler()
     pg.kill(killed)  # SIGKILL: the job is left running, found dead by its heartbeat
     pg.scheduler(f"{killed}-after-kill")
 

@@ -76,12 +76,6 @@ def _wait_started(stack: EdgeStack, dag_id: str, timeout: float = 60) -> None:
     wait_for(f"the callback of {dag_id} to start", lambda: _phases(stack, dag_id)["started"], timeout)
 
 
-def _ensure_scheduler(stack: EdgeStack) -> None:
-    """Start a scheduler when none is running (a previous test may have killed it)."""
-    if not any(name.startswith("scheduler") and proc.alive() for name, proc in stack.procs.items()):
-        stack.scheduler(f"scheduler-{len(stack.procs)}")
-
-
 def _ensure_worker(stack: EdgeStack, name: str, queues: tuple[str, ...]) -> None:
     if name not in stack.procs or not stack.procs[name].alive():
         stack.worker(name, queues)
@@ -193,7 +187,7 @@ def pg_edge():
 @pytest.fixture
 def pg(pg_edge):
     """The PostgreSQL stack with a scheduler and both workers running."""
-    _ensure_scheduler(pg_edge)
+    pg_edge.ensure_scheduler()
     _ensure_worker(pg_edge, "worker", ("default",))
     _ensure_worker(pg_edge, OTHER_QUEUE, (OTHER_QUEUE,))
     return pg_edge

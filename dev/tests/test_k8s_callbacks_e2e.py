@@ -20,13 +20,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from callback_e2e.common import BLOCKED_POOL, FINISHED, PYTHON, STABLE_PYTHON
+from callback_e2e.scenarios import deadline_callbacks, deadline_phases
 from callback_e2e.stack import AirflowStack, wait_for
 from k8s_e2e import LocalKubernetes, executor_config
 
-ROOT = Path(__file__).resolve().parents[2]
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
-BLOCKED_POOL = "e2e_blocked"
-FINISHED = ("success", "failed")
 # A dead scheduler is noticed, and its callbacks offered for adoption, within seconds.
 FAST_ADOPTION = {
     "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
@@ -51,23 +49,15 @@ def k8s_stack(
         yield stack, kube
 
 
-def _deadline_callbacks(stack: AirflowStack, dag_id: str) -> list[dict]:
-    return [c for c in stack.executor_callbacks() if (c["data"].get("kwargs") or {}).get("name") == dag_id]
-
-
-def _phases(stack: AirflowStack, dag_id: str) -> Counter:
-    return Counter(m.extra["phase"] for m in stack.read_markers() if m.name == dag_id and m.extra)
-
-
 def _wait_finished(stack: AirflowStack, dag_id: str, count: int = 1, timeout: float = 180) -> list[dict]:
     def finished() -> list[dict] | None:
-        callbacks = _deadline_callbacks(stack, dag_id)
+        callbacks = deadline_callbacks(stack, dag_id)
         done = [c for c in callbacks if c["state"] in FINISHED]
         return callbacks if len(done) >= count else None
 
     callbacks = wait_for(f"{count} finished callback(s) of {dag_id}", finished, timeout)
     time.sleep(2)  # a second report of the same callback would land now
-    return _deadline_callbacks(stack, dag_id) or callbacks
+    return deadline_callbacks(stack, dag_id) or callbacks
 
 
 def _pod_log(kube: LocalKubernetes, pod: dict) -> str:
@@ -105,7 +95,7 @@ def test_deadline_callback_runs_in_its_own_pod(sqlite_k8s):
 
     (callback,) = _wait_finished(stack, "e2e_deadline_ok")
     assert callback["state"] == "success", (callback["output"], stack.logs())
-    assert _phases(stack, "e2e_deadline_ok") == {"started": 1, "ended": 1}
+    assert deadline_phases(stack, "e2e_deadline_ok") == {"started": 1, "ended": 1}
     pod = _pod_of(kube, callback)
     assert pod["status"]["phase"] == "Succeeded"
     assert pod["metadata"]["name"].startswith("callback-")
@@ -121,7 +111,7 @@ def test_failing_deadline_callback_ends_failed_with_its_reason_and_log(sqlite_k8
     (callback,) = _wait_finished(stack, "e2e_deadline_fails")
     assert callback["state"] == "failed"
     assert callback["output"], "the failure reason is kept in the callback's output"
-    assert _phases(stack, "e2e_deadline_fails") == {"started": 1}, "run once, not retried"
+    assert deadline_phases(stack, "e2e_deadline_fails") == {"started": 1}, "run once, not retried"
     pod = _pod_of(kube, callback)
     assert pod["status"]["phase"] == "Failed"
     assert "fails on purpose" in _pod_log(kube, pod)
@@ -130,28 +120,32 @@ def test_failing_deadline_callback_ends_failed_with_its_reason_and_log(sqlite_k8
 def test_callback_pod_deleted_by_hand_ends_failed_with_a_reason(sqlite_k8s):
     stack, kube = sqlite_k8s
     stack.trigger("e2e_deadline_slow", "deleted-1")
-    wait_for("the slow callback to start", lambda: _phases(stack, "e2e_deadline_slow")["started"], 180)
-    (callback,) = _deadline_callbacks(stack, "e2e_deadline_slow")
+    wait_for(
+        "the slow callback to start", lambda: deadline_phases(stack, "e2e_deadline_slow")["started"], 180
+    )
+    (callback,) = deadline_callbacks(stack, "e2e_deadline_slow")
     pod = _pod_of(kube, callback)
     kube.client().delete_namespaced_pod(pod["metadata"]["name"], pod["metadata"]["namespace"])
 
     (callback,) = _wait_finished(stack, "e2e_deadline_slow", timeout=120)
     assert callback["state"] == "failed"
     assert callback["output"]
-    assert _phases(stack, "e2e_deadline_slow") == {"started": 1}
+    assert deadline_phases(stack, "e2e_deadline_slow") == {"started": 1}
 
 
 def test_watch_cut_and_expired_resource_version_lose_no_callback(sqlite_k8s):
     stack, kube = sqlite_k8s
     stack.trigger("e2e_deadline_watch", "watch-1")
-    wait_for("the slow callback to start", lambda: _phases(stack, "e2e_deadline_watch")["started"], 180)
+    wait_for(
+        "the slow callback to start", lambda: deadline_phases(stack, "e2e_deadline_watch")["started"], 180
+    )
     # The watcher reconnects from its last resourceVersion, which the cluster no longer keeps.
     kube.cluster.compact()
     kube.cluster.cut_watches()
 
     (callback,) = _wait_finished(stack, "e2e_deadline_watch", timeout=180)
     assert callback["state"] == "success", (callback["output"], stack.logs())
-    assert _phases(stack, "e2e_deadline_watch") == {"started": 1, "ended": 1}
+    assert deadline_phases(stack, "e2e_deadline_watch") == {"started": 1, "ended": 1}
 
 
 # More runs at once than the stack's parallelism (16), so that some callbacks wait for a slot,
@@ -168,7 +162,7 @@ def test_burst_of_callbacks_each_run_once_in_a_pod(sqlite_k8s):
     assert Counter(c["state"] for c in callbacks) == {"success": BURST}, stack.logs()
     # One callback per run, each run once, each in one pod of its own.
     assert len({c["data"]["dag_run_id"] for c in callbacks}) == BURST
-    assert _phases(stack, "e2e_deadline_burst") == {"started": BURST, "ended": BURST}
+    assert deadline_phases(stack, "e2e_deadline_burst") == {"started": BURST, "ended": BURST}
     pods = Counter(p["metadata"]["labels"]["callback_id"] for p in kube.callback_pods())
     assert {callback["id"]: pods[callback["id"]] for callback in callbacks} == {c["id"]: 1 for c in callbacks}
 
@@ -178,7 +172,9 @@ def test_callback_pod_of_a_killed_scheduler_is_adopted_and_reported_once():
         stack.scheduler("scheduler-a")
         stack.wait_dags(["e2e_deadline_slow"])
         stack.trigger("e2e_deadline_slow", "adopted-1")
-        wait_for("the slow callback to start", lambda: _phases(stack, "e2e_deadline_slow")["started"], 180)
+        wait_for(
+            "the slow callback to start", lambda: deadline_phases(stack, "e2e_deadline_slow")["started"], 180
+        )
         (pod,) = kube.callback_pods()
         old_worker = pod["metadata"]["labels"]["airflow-worker"]
 
@@ -189,12 +185,9 @@ def test_callback_pod_of_a_killed_scheduler_is_adopted_and_reported_once():
         assert callback["state"] == "success", (callback["output"], stack.logs())
         # Ran once, in the pod scheduler A launched; scheduler B followed it to its end and, with
         # delete_worker_pods on (the default), deleted it.
-        assert _phases(stack, "e2e_deadline_slow") == {"started": 1, "ended": 1}
+        assert deadline_phases(stack, "e2e_deadline_slow") == {"started": 1, "ended": 1}
         wait_for("the adopted pod to be deleted", lambda: not kube.callback_pods(), 60)
         assert old_worker
-
-
-STABLE_PYTHON = str(ROOT / ".venv-stable" / "bin" / "python")
 
 
 def test_deadline_callbacks_run_in_pods_on_the_stable_core():
@@ -213,12 +206,16 @@ def test_deadline_callbacks_run_in_pods_on_the_stable_core():
         stack.trigger("e2e_deadline_watch", "stable-watch")
         stack.trigger("e2e_deadline_slow", "stable-deleted")
 
-        wait_for("the slow callback to start", lambda: _phases(stack, "e2e_deadline_slow")["started"], 180)
-        (slow,) = _deadline_callbacks(stack, "e2e_deadline_slow")
+        wait_for(
+            "the slow callback to start", lambda: deadline_phases(stack, "e2e_deadline_slow")["started"], 180
+        )
+        (slow,) = deadline_callbacks(stack, "e2e_deadline_slow")
         pod = _pod_of(kube, slow)
         kube.client().delete_namespaced_pod(pod["metadata"]["name"], pod["metadata"]["namespace"])
         wait_for(
-            "the watched callback to start", lambda: _phases(stack, "e2e_deadline_watch")["started"], 180
+            "the watched callback to start",
+            lambda: deadline_phases(stack, "e2e_deadline_watch")["started"],
+            180,
         )
         kube.cluster.compact()
         kube.cluster.cut_watches()
@@ -230,7 +227,7 @@ def test_deadline_callbacks_run_in_pods_on_the_stable_core():
         states = [c["state"] for c in (ok, failed, watched, deleted)]
         assert states == ["success", "failed", "success", "failed"], stack.logs()
         assert failed["output"] and deleted["output"]
-        assert _phases(stack, "e2e_deadline_ok") == {"started": 1, "ended": 1}
-        assert _phases(stack, "e2e_deadline_fails") == {"started": 1}
-        assert _phases(stack, "e2e_deadline_watch") == {"started": 1, "ended": 1}
-        assert _phases(stack, "e2e_deadline_slow") == {"started": 1}
+        assert deadline_phases(stack, "e2e_deadline_ok") == {"started": 1, "ended": 1}
+        assert deadline_phases(stack, "e2e_deadline_fails") == {"started": 1}
+        assert deadline_phases(stack, "e2e_deadline_watch") == {"started": 1, "ended": 1}
+        assert deadline_phases(stack, "e2e_deadline_slow") == {"started": 1}

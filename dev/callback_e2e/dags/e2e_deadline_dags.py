@@ -51,7 +51,16 @@ _deadline_dag(
     "e2e_deadline_huge",
     payload="".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(12_288 // 64)),
 )
+# Past AWS Batch's 30 KiB SubmitJob payload: 40 kB that compress well, and 64 kB of hex that do not
+# compress enough (a hex SHA-256 chain compresses to about half, then base64 adds a third).
+_deadline_dag("e2e_deadline_big_40k", payload="x" * 40_960)
+_deadline_dag(
+    "e2e_deadline_huge_64k",
+    payload="".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(65_536 // 64)),
+)
 _deadline_dag("e2e_deadline_queue")
+# Its submission is refused for a while (the executor holds it across a scheduler restart).
+_deadline_dag("e2e_deadline_refused")
 # Names a queue of its own: the default one, where tasks go, not the configured callback queue.
 _deadline_dag("e2e_deadline_own_queue", queue="default")
 _deadline_dag("e2e_deadline_killed", seconds=25)
