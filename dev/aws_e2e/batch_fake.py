@@ -210,15 +210,7 @@ class FakeAwsBatch(FakeAws):
         global _ACTIVE_BATCH
         from moto.moto_api import state_manager
 
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-        with self._lock:
-            for running in self._jobs_running.values():
-                self._kill(running.proc)
-                running.log.close()
-            self._jobs_running.clear()
+        self._stop_agent(self._jobs_running)
         super().stop()
         if _ACTIVE_BATCH is self:
             _ACTIVE_BATCH = None

@@ -124,8 +124,15 @@ class BatchStack(AwsStack):
         return [job.exit_code for job in self.batch_jobs_for(callback_id)]
 
     def batch_jobs_for(self, callback_id: str) -> list[Any]:
-        """The Batch jobs whose container command carries the callback's workload."""
-        return [job for job in self.aws.batch_jobs() if callback_id in " ".join(job_command(job))]
+        """
+        The Batch jobs of the callback: named after it (core 3.4+), or whose container command
+        carries its workload as plain JSON.
+        """
+        return [
+            job
+            for job in self.aws.batch_jobs()
+            if job.job_name.endswith(f"-{callback_id}") or callback_id in " ".join(job_command(job))
+        ]
 
     def batch_jobs_for_run(self, dag_id: str) -> list[Any]:
         """The Batch jobs whose container command names the DAG."""

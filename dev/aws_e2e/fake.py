@@ -161,7 +161,67 @@ def _install_patches() -> None:
     _PATCHED = True
 
 
-class FakeAws:
+class LocalProcessAgent:
+    """
+    What every fake AWS service here shares: an agent thread that plays the service, calling
+    :meth:`_step` every ``poll`` seconds until stopped (an error is kept in ``agent_errors`` and the
+    agent goes on), and the local processes it runs, each in a process group of its own.
+
+    A subclass calls :meth:`_init_agent` in its ``__init__``, :meth:`_start_agent` and
+    :meth:`_stop_agent` around its service, and keeps what it runs in maps of objects with a
+    ``proc`` and a ``log``, which :meth:`_stop_agent` kills and closes.
+    """
+
+    def _init_agent(self, name: str, poll: float) -> None:
+        self.poll = poll
+        self.agent_errors: list[str] = []
+        self._agent_name = name
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+
+    def _start_agent(self) -> None:
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._agent, name=self._agent_name, daemon=True)
+        self._thread.start()
+
+    def _stop_agent(self, *running_maps: dict[str, Any]) -> None:
+        """Stop the agent thread, then kill the processes of ``running_maps`` and forget them."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        with self._lock:
+            for running_map in running_maps:
+                for running in running_map.values():
+                    self._kill(running.proc)
+                    running.log.close()
+                running_map.clear()
+
+    def _agent(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._step()
+            except Exception as err:  # noqa: BLE001 - keep the agent alive; tests read agent_errors
+                self.agent_errors.append(repr(err))
+            self._stopping.wait(self.poll)
+
+    def _step(self) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _signal(proc: subprocess.Popen, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+
+    @classmethod
+    def _kill(cls, proc: subprocess.Popen) -> None:
+        cls._signal(proc, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+
+
+class FakeAws(LocalProcessAgent):
     """
     ``with FakeAws(image_env) as aws:`` starts moto on loopback and the ECS agent; stops both on exit.
 
@@ -184,17 +244,13 @@ class FakeAws:
         self.logs_dir = Path(logs_dir)
         self.capacity = capacity
         self.stop_timeout = stop_timeout
-        self.poll = poll
+        self._init_agent("fake-ecs-agent", poll)
         self.faults = _Faults()
         self.port: int | None = None
         self._server: Any = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
         self._running: dict[str, _Running] = {}
         self.started: list[str] = []
         """ARNs of the tasks whose container the agent started, in order."""
-        self.agent_errors: list[str] = []
 
     # -- lifecycle --------------------------------------------------------------------------------
     @property
@@ -220,9 +276,7 @@ class FakeAws:
         self._server = ThreadedMotoServer(ip_address=LOOPBACK, port=self.port, verbose=False)
         self._server.start()
         _ACTIVE = self
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._agent, name="fake-ecs-agent", daemon=True)
-        self._thread.start()
+        self._start_agent()
         return self
 
     def stop(self) -> None:
@@ -230,15 +284,7 @@ class FakeAws:
         global _ACTIVE
         from moto.moto_api import state_manager
 
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-        with self._lock:
-            for running in self._running.values():
-                self._kill(running.proc)
-                running.log.close()
-            self._running.clear()
+        self._stop_agent(self._running)
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -305,14 +351,6 @@ class FakeAws:
             return len(self._running)
 
     # -- the agent --------------------------------------------------------------------------------
-    def _agent(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self._step()
-            except Exception as err:  # noqa: BLE001 - keep the agent alive; tests read agent_errors
-                self.agent_errors.append(repr(err))
-            self._stopping.wait(self.poll)
-
     def _step(self) -> None:
         with self._lock:
             for arn, running in list(self._running.items()):
@@ -426,13 +464,3 @@ class FakeAws:
         for container in task.containers:
             container.last_status = "STOPPED"
             container.exitCode = exit_code
-
-    @staticmethod
-    def _signal(proc: subprocess.Popen, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-
-    def _kill(self, proc: subprocess.Popen) -> None:
-        self._signal(proc, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)

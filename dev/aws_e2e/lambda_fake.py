@@ -38,11 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import deque
@@ -51,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from aws_e2e.fake import ACCOUNT_ID, CREDENTIALS, REGION, FakeAws
+from aws_e2e.fake import ACCOUNT_ID, CREDENTIALS, REGION, FakeAws, LocalProcessAgent
 
 ASYNC_PAYLOAD_LIMIT = 256 * 1024
 DEFAULT_MAX_RETRY_ATTEMPTS = 2
@@ -170,7 +167,7 @@ def _install_patches() -> None:
     _PATCHED = True
 
 
-class FakeLambda:
+class FakeLambda(LocalProcessAgent):
     """
     ``with FakeLambda(aws, image_env, logs_dir) as lam:`` runs ``aws``'s asynchronous Lambda invocations.
 
@@ -201,17 +198,13 @@ class FakeLambda:
         self.capacity = capacity
         self.retry_delay = retry_delay
         self.async_payload_limit = async_payload_limit
-        self.poll = poll
+        self._init_agent("fake-lambda-agent", poll)
         self.invocations: list[Invocation] = []
         """Every accepted asynchronous invocation, in order."""
-        self.agent_errors: list[str] = []
         self.invoke_failures: list[str] = []
         """Messages of the ``TooManyRequestsException`` the next Invoke calls answer."""
         self._queue: deque[Invocation] = deque()
         self._running: dict[str, _Running] = {}
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> Self:
@@ -222,23 +215,14 @@ class FakeLambda:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         (self.logs_dir / "events").mkdir(exist_ok=True)
         _ACTIVE = self
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._agent, name="fake-lambda-agent", daemon=True)
-        self._thread.start()
+        self._start_agent()
         return self
 
     def stop(self) -> None:
         """Stop the agent and kill the handlers still running; queued events are dropped."""
         global _ACTIVE
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        self._stop_agent(self._running)
         with self._lock:
-            for running in self._running.values():
-                self._kill(running.proc)
-                running.log.close()
-            self._running.clear()
             self._queue.clear()
         if _ACTIVE is self:
             _ACTIVE = None
@@ -287,14 +271,6 @@ class FakeLambda:
         with self._lock:
             self.invocations.append(invocation)
             self._queue.append(invocation)
-
-    def _agent(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self._step()
-            except Exception as err:  # noqa: BLE001 - keep the agent alive; tests read agent_errors
-                self.agent_errors.append(repr(err))
-            self._stopping.wait(self.poll)
 
     def _step(self) -> None:
         finished: list[tuple[Invocation, int | None]] = []
@@ -402,13 +378,6 @@ class FakeLambda:
             },
         )
         invocation.dead_lettered = True
-
-    @staticmethod
-    def _kill(proc: subprocess.Popen) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
 
 
 def queue_arn(queue_name: str) -> str:

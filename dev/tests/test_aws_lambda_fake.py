@@ -135,7 +135,7 @@ def test_throttled_invokes_accept_nothing_until_the_faults_are_used_up(aws, lam,
 
     _function(aws, queues)
     # boto3 retries throttled calls itself; one attempt per call shows each answer.
-    client = aws.client("lambda", config=Config(retries={"mode": "standard", "max_attempts": 1}))
+    client = aws.client("lambda", config=Config(retries={"mode": "standard", "total_max_attempts": 1}))
     payload = json.dumps({"task_key": "key-throttled", "command": ["true"], "executor_config": {}})
     lam.fail_next_invokes(2, message="Rate exceeded")
     for _ in range(2):
