@@ -42,6 +42,7 @@ from callback_e2e.scenarios import (
     start_scheduling,
     wait_deadline_finished,
 )
+from callback_e2e.stack import wait_for
 
 # 20 in CI (more than the 4 ECS tasks the fake runs at once); AWS_E2E_BURST=50 for the issue's 50.
 BURST = int(os.environ.get("AWS_E2E_BURST", "20"))
@@ -50,6 +51,7 @@ DAGS = [
     "e2e_deadline_watch",
     "e2e_deadline_slow",
     "e2e_deadline_queue",
+    "e2e_deadline_refused",
     "e2e_deadline_burst",
     "e2e_deadline_fails",
     "e2e_deadline_big",
@@ -109,6 +111,22 @@ def test_callback_ecs_cannot_place_at_first_is_retried_and_runs_once(ecs):
     assert ecs.aws.faults.run_task_failures == [], "RunTask was never refused"
     assert deadline_phases(ecs, "e2e_deadline_queue") == {"started": 1, "ended": 1}
     assert len(ecs.ecs_tasks_for(callback["id"])) == 1
+
+
+def test_callback_ecs_cannot_place_across_a_scheduler_restart_runs_once(ecs):
+    """No capacity, the scheduler killed while the executor retries: the next scheduler queues it again."""
+    ecs.aws.fail_next_run_tasks(1000, reason="RESOURCE:MEMORY")
+    ecs.trigger("e2e_deadline_refused", "capacity-restart-1")
+    wait_for("a refused RunTask", lambda: len(ecs.aws.faults.run_task_failures) < 1000, 120)
+    killed = ecs.running_scheduler()
+    ecs.kill(killed)
+    ecs.aws.faults.run_task_failures.clear()
+    ecs.scheduler(f"{killed}-after-refusals")
+
+    callback = wait_deadline_finished(ecs, "e2e_deadline_refused", timeout=120)
+    assert callback["state"] == "success", (callback["output"], ecs.logs())
+    assert deadline_phases(ecs, "e2e_deadline_refused") == {"started": 1, "ended": 1}
+    assert ecs.callback_runs(callback["id"]) == [0]
 
 
 def test_dag_run_callbacks_run_once_on_ecs_and_read_a_variable(ecs):
