@@ -6,7 +6,7 @@ moto's Lambda ``Invoke`` runs a function in a docker container; there is no cont
 
 * ``Invoke`` of a function the account does not have (or an unknown qualifier) answers
   ``ResourceNotFoundException`` (moto's own check); a request payload larger than
-  ``async_payload_limit`` bytes (256 KB, the limit this fake keeps for asynchronous invocations)
+  ``async_payload_limit`` bytes (1 MiB: AWS raised the asynchronous limit from 256 KB to 1 MB in 2025)
   answers ``RequestEntityTooLargeException`` (HTTP 413). Otherwise it answers 202 at once and queues
   the event (AWS Lambda's internal queue for asynchronous invocations).
 * An agent thread runs at most ``capacity`` invocations at once (the concurrency), the oldest first:
@@ -50,7 +50,7 @@ from typing import Any, Self
 
 from aws_e2e.fake import ACCOUNT_ID, CREDENTIALS, REGION, FakeAws, LocalProcessAgent
 
-ASYNC_PAYLOAD_LIMIT = 256 * 1024
+ASYNC_PAYLOAD_LIMIT = 1024 * 1024
 DEFAULT_MAX_RETRY_ATTEMPTS = 2
 HANDLER_MODULE = "airflow.providers.amazon.aws.executors.aws_lambda.docker.app"
 # The runtime: import the provider's handler module and call it with the event read from a file.

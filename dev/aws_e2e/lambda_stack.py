@@ -19,7 +19,7 @@ from typing import Any
 
 from aws_e2e import AwsStack
 from aws_e2e.fake import REGION, FakeAws
-from aws_e2e.lambda_fake import FakeLambda, Invocation, queue_arn
+from aws_e2e.lambda_fake import ASYNC_PAYLOAD_LIMIT, FakeLambda, Invocation, queue_arn
 
 LAMBDA_EXECUTOR = "airflow.providers.amazon.aws.executors.aws_lambda.lambda_executor.AwsLambdaExecutor"
 FUNCTION = "airflow-e2e-lambda"
@@ -69,6 +69,8 @@ class LambdaStack(AwsStack):
 
     :param capacity: invocations running at once (the others wait queued).
     :param config: extra ``AIRFLOW__*`` variables for every component (over the executor's).
+    :param async_payload_limit: the largest invocation payload the fake accepts (Lambda's, 1 MiB, by
+        default; a test lowers it to reach it with a workload of reasonable size).
     """
 
     root_prefix = "aws-lambda-e2e-"
@@ -81,11 +83,17 @@ class LambdaStack(AwsStack):
         backend: str = "sqlite",
         config: Mapping[str, str] | None = None,
         capacity: int = 4,
+        async_payload_limit: int = ASYNC_PAYLOAD_LIMIT,
     ):
         super().__init__(python, backend, config)
         self.aws = FakeAws({}, self.root / "ecs-containers")
         self.lam = FakeLambda(
-            self.aws, {}, self.root / "lambda-invocations", python=python, capacity=capacity
+            self.aws,
+            {},
+            self.root / "lambda-invocations",
+            python=python,
+            capacity=capacity,
+            async_payload_limit=async_payload_limit,
         )
         self.queue_url = ""
         self.dlq_url = ""

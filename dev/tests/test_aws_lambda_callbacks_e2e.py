@@ -50,6 +50,7 @@ DAGS = [
     "e2e_deadline_refused",
     "e2e_deadline_fails",
     "e2e_deadline_big",
+    "e2e_deadline_huge_64k",
     "e2e_deadline_burst",
     "e2e_fail",
     "e2e_ok",
@@ -58,6 +59,8 @@ DAGS = [
 # 12 in CI (three times the 4 invocations the fake runs at once); AWS_E2E_BURST=50 for the issue's 50.
 BURST = int(os.environ.get("AWS_E2E_BURST", "12"))
 
+# The fake Lambda's payload limit in the PostgreSQL stack.
+PAYLOAD_LIMIT = 48 * 1024
 # Results nobody tracks are deleted after this many seconds (the default is an hour).
 STALE_RESULT_TIMEOUT = 30
 
@@ -85,7 +88,9 @@ def lambda_stack():
         "AIRFLOW__CORE__PARALLELISM": "8",
         "AIRFLOW__AWS_LAMBDA_EXECUTOR__STALE_RESULT_TIMEOUT": str(STALE_RESULT_TIMEOUT),
     }
-    with LambdaStack(PYTHON, "postgres", config, capacity=4) as stack:
+    # Lambda's 1 MiB limit lowered to 48 KiB: a DAG with 64 kB of kwargs reaches it (a 1 MB one would
+    # take long to parse and serialize); compression starts at 256 KiB, so the 64 kB go as they are.
+    with LambdaStack(PYTHON, "postgres", config, capacity=4, async_payload_limit=PAYLOAD_LIMIT) as stack:
         start_scheduling(stack, DAGS)
         stack.api.request("POST", "/api/v2/variables", {"key": "e2e_in", "value": "from-the-test"})
         yield stack
@@ -120,6 +125,19 @@ def test_callback_with_large_kwargs_runs_once(lam):
     assert callback["state"] == "success", (callback["output"], lam.logs())
     assert deadline_phases(lam, "e2e_deadline_big") == {"started": 1, "ended": 1}
     assert len(lam.invocations_for(callback["id"])) == 1
+
+
+def test_callback_lambda_refuses_as_too_large_fails_at_once_with_the_reason(lam):
+    """64 kB of kwargs that do not compress, over the fake's lowered limit: refused once, failed at once."""
+    lam.trigger("e2e_deadline_huge_64k", "huge-1")
+
+    callback = wait_deadline_finished(lam, "e2e_deadline_huge_64k")
+    assert callback["state"] == "failed", (callback["output"], lam.logs())
+    assert deadline_phases(lam, "e2e_deadline_huge_64k") == {}, "the callback cannot have run"
+    assert lam.invocations_for(callback["id"]) == []
+    output = callback["output"] or ""
+    assert "refused the workload's invocation payload" in output, output
+    assert f"Request must be smaller than {PAYLOAD_LIMIT} bytes" in output, output
 
 
 def test_results_left_by_an_earlier_scheduler_do_not_hide_new_results_and_are_deleted_once_stale(lam):
