@@ -99,7 +99,7 @@ class AwsStack(AirflowStack):
     :param config: extra ``AIRFLOW__*`` variables for every component (over the executor's).
     """
 
-    # What a failure message shows the last few of (the subclass's fake writes them).
+    # How failure messages name a worker output file (the last three are shown).
     worker_logs_label = "container"
 
     def __init__(self, python: str, backend: str = "sqlite", config: Mapping[str, str] | None = None):
