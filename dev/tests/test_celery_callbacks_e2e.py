@@ -11,8 +11,9 @@ One PostgreSQL stack (result backend in the metadata database) is shared by most
 ``[celery] callback_queue = other``, a worker on ``default`` (tasks) and one on ``other``
 (callbacks), short heartbeats so that a killed scheduler is noticed within seconds. The test
 that stops and kills the scheduler comes after the ones that do not. A SQLite stack with the
-Redis result backend runs one smoke test, first, before the PostgreSQL stack starts (two stacks
-at once on a 2-core machine take twice as long).
+Redis result backend runs one smoke test, and one on the stable core (3.3.2, ``.venv-stable``)
+success and failure once, first, before the PostgreSQL stack starts (two stacks at once on a
+2-core machine take twice as long).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from callback_e2e.common import (
     GENERIC_FAILURE,
     OTHER_QUEUE,
     PYTHON,
+    STABLE_PYTHON,
     SUCCESS_LOG,
 )
 from callback_e2e.scenarios import (
@@ -134,6 +136,31 @@ def test_sqlite_with_the_redis_result_backend_runs_a_callback_once():
         _start(stack, {"worker": ("default",)})
         stack.wait_dags(["e2e_deadline_ok"])
         assert _check_deadline_succeeds_once(stack, "sqlite-ok-1") == "worker"
+
+
+@pytest.mark.skipif(
+    not os.path.exists(STABLE_PYTHON), reason="no .venv-stable (dev/series env --baseline stable)"
+)
+def test_stable_core_deadline_callbacks_succeed_once_and_fail_once_with_a_reason():
+    """Core 3.3.2 with our Celery provider (and Celery 5.6): success once, a failure once, with a reason."""
+    with CeleryStack(
+        STABLE_PYTHON, "sqlite", {"AIRFLOW__CORE__PARALLELISM": "4"}, result_backend="redis"
+    ) as stack:
+        _start(stack, {"worker": ("default",)})
+        stack.wait_dags(["e2e_deadline_ok", "e2e_deadline_fails"])
+        stack.trigger("e2e_deadline_ok", "stable-ok-1")
+        ok = _wait_finished(stack, "e2e_deadline_ok")
+        assert ok["state"] == "success", (ok["output"], stack.logs())
+        assert _phases(stack, "e2e_deadline_ok") == {"started": 1, "ended": 1}
+        assert stack.workers_that_ran(ok["id"]) == ["worker"], stack.logs()
+        assert SUCCESS_LOG in stack.callback_log(ok["id"])
+
+        stack.trigger("e2e_deadline_fails", "stable-fails-1")
+        failed = _wait_finished(stack, "e2e_deadline_fails")
+        assert failed["state"] == "failed", (failed["output"], stack.logs())
+        assert _phases(stack, "e2e_deadline_fails") == {"started": 1}, "run once, not retried"
+        assert stack.workers_that_ran(failed["id"]) == ["worker"], stack.logs()
+        _assert_reason(failed)
 
 
 # ------------------------------------------------------------------------------------------ PostgreSQL
