@@ -101,6 +101,7 @@ class AwsStack(AirflowStack):
 
     # How failure messages name a worker output file (the last three are shown).
     worker_logs_label = "container"
+    aws: FakeAws
 
     def __init__(self, python: str, backend: str = "sqlite", config: Mapping[str, str] | None = None):
         super().__init__(python, backend, config)
@@ -112,16 +113,18 @@ class AwsStack(AirflowStack):
         raise NotImplementedError
 
     def stop_aws(self) -> None:
-        """Stop what :meth:`start_aws` started (also when it failed half-way)."""
-        raise NotImplementedError
+        """Stop what :meth:`start_aws` started (also when it failed half-way); by default ``self.aws``."""
+        if self.aws.port is not None:
+            self.aws.stop()
+            self.aws.port = None
 
     def worker_logs(self) -> tuple[Path, list[str]]:
-        """The folder of the workers' output files, and the fakes' agent errors."""
-        raise NotImplementedError
+        """The folder of the workers' output files, and the fake's agent errors; by default ``self.aws``'s."""
+        return self.aws.logs_dir, self.aws.agent_errors
 
     def set_image_environment(self, env: dict[str, str]) -> None:
-        """Give the fake the environment its "image" runs commands with."""
-        raise NotImplementedError
+        """Give the fake the environment its "image" runs commands with; by default ``self.aws``."""
+        self.aws.image_env = env
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -185,17 +188,6 @@ class EcsStack(AwsStack):
         self.aws.start()
         create_ecs_resources(self.aws)
         return {**self.aws.client_env(), **ecs_executor_config()}
-
-    def stop_aws(self) -> None:
-        if self.aws.port is not None:
-            self.aws.stop()
-            self.aws.port = None
-
-    def worker_logs(self) -> tuple[Path, list[str]]:
-        return self.aws.logs_dir, self.aws.agent_errors
-
-    def set_image_environment(self, env: dict[str, str]) -> None:
-        self.aws.image_env = env
 
     # -- observations ----------------------------------------------------------------------------
     def callback_runs(self, callback_id: str) -> list[int | None]:

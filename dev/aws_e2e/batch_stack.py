@@ -10,7 +10,6 @@ and task is one Batch job; its output is in ``<home>/batch-containers/<job id>.l
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from aws_e2e import AwsStack
@@ -107,17 +106,6 @@ class BatchStack(AwsStack):
         self.aws.start()
         create_batch_resources(self.aws)
         return {**self.aws.client_env(), **batch_executor_config()}
-
-    def stop_aws(self) -> None:
-        if self.aws.port is not None:
-            self.aws.stop()
-            self.aws.port = None
-
-    def worker_logs(self) -> tuple[Path, list[str]]:
-        return self.aws.logs_dir, self.aws.agent_errors
-
-    def set_image_environment(self, env: dict[str, str]) -> None:
-        self.aws.image_env = env
 
     # -- observations ----------------------------------------------------------------------------
     def callback_runs(self, callback_id: str) -> list[int | None]:

@@ -108,9 +108,7 @@ class LambdaStack(AwsStack):
 
     def stop_aws(self) -> None:
         self.lam.stop()
-        if self.aws.port is not None:
-            self.aws.stop()
-            self.aws.port = None
+        super().stop_aws()
 
     def worker_logs(self) -> tuple[Path, list[str]]:
         return self.lam.logs_dir, self.lam.agent_errors
