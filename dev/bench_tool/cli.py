@@ -23,12 +23,12 @@ PRESETS = {
 
 _DETECT = (
     "from airflow.configuration import conf\n"
-    "print(conf.get('callbacks', 'dag_callback_runner', fallback='__missing__'))\n"
+    "print(conf.get('callbacks', 'runner', fallback='__missing__'))\n"
 )
 
 
 def detect_executor_callback(python: str) -> str:
-    """``dag`` when the installed Airflow knows ``[callbacks] dag_callback_runner``, else ``deadline``."""
+    """``dag`` when the installed Airflow knows ``[callbacks] runner``, else ``deadline``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
     try:
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--executor-callback",
         choices=("deadline", "dag"),
         help="what runs on the executor path: a Deadline Alert callback, or the Dag's on_failure_callback "
-        "with [callbacks] dag_callback_runner=executor (default: dag if the installed Airflow has that "
+        "with [callbacks] runner=executor (default: dag if the installed Airflow has that "
         "option, else deadline)",
     )
     parser.add_argument("--events", type=int, help="single events per path (default 20)")

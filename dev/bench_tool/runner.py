@@ -296,7 +296,7 @@ class Bench:
         two = opts.executor_callback == "dag"
         names = ["proc", "exec"] if two else ["main"]
         for name in names:
-            extra = {"AIRFLOW__CALLBACKS__DAG_CALLBACK_RUNNER": "executor"} if name == "exec" else {}
+            extra = {"AIRFLOW__CALLBACKS__RUNNER": "executor"} if name == "exec" else {}
             if name in ("exec", "main"):
                 extra.update(opts.executor_config)
             stack = Stack(
@@ -762,7 +762,7 @@ class Bench:
         }
         settings = dict(NON_DEFAULT_SETTINGS)
         if self.paths and self.options.executor_callback == "dag":
-            settings["AIRFLOW__CALLBACKS__DAG_CALLBACK_RUNNER (executor stack)"] = "executor"
+            settings["AIRFLOW__CALLBACKS__RUNNER (executor stack)"] = "executor"
         for key, value in self.options.executor_config.items():
             settings[f"{key} (executor stack)"] = value
         return {

@@ -114,8 +114,9 @@ def airflow_config(home: DemoHome, api_port: int) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "60",
-        # DAG run callbacks (on_success_callback / on_failure_callback) run on the executor.
-        "AIRFLOW__CALLBACKS__DAG_CALLBACK_RUNNER": "executor",
+        # DAG run and task callbacks (on_success_callback / on_failure_callback / ...) run on the
+        # executor (core 0022 renamed the option from dag_callback_runner; 3.3.2 ignores it).
+        "AIRFLOW__CALLBACKS__RUNNER": "executor",
         MARKER_ENV_VAR: str(home.marker_file),
     }
 

@@ -24,13 +24,13 @@ WHERE r.dag_id = ? AND r.run_id = ?
 ORDER BY c.created_at
 """
 
-# DAG run callbacks on executors name their run in ``data`` (stored as Airflow's serialized
-# dict: the keys sit under ``__var``).
+# DAG run and task instance callbacks on executors name their run in ``data`` (stored as
+# Airflow's serialized dict: the keys sit under ``__var``).
 _DAG_RUN_CALLBACKS_SQL = """
 SELECT c.id, c.type, c.state, c.output, c.data
 FROM callback AS c
 WHERE c.type = 'executor'
-  AND json_extract(c.data, '$.__var.kind') = 'dag_run'
+  AND json_extract(c.data, '$.__var.kind') IN ('dag_run', 'task_instance')
   AND json_extract(c.data, '$.__var.dag_id') = ? AND json_extract(c.data, '$.__var.run_id') = ?
 ORDER BY c.created_at
 """

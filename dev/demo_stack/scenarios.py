@@ -44,13 +44,23 @@ SCENARIOS: tuple[Scenario, ...] = (
         kind="deadline alert",
         runs_on=RUNS_ON_EXECUTOR,
     ),
-    # With ``[callbacks] dag_callback_runner = executor`` (set by the demo) the Dag's
+    # With ``[callbacks] runner = executor`` (set by the demo) the Dag's
     # on_failure_callback runs on the executor, not in the Dag Processor.
     Scenario(
         name="dag_on_failure",
         dag_id="demo_dag_on_failure",
         dag_file="demo_dag_on_failure.py",
         kind="dag on_failure_callback",
+        runs_on=RUNS_ON_EXECUTOR,
+        expected_run_state="failed",
+    ),
+    # A task whose process is killed mid-run (as an out-of-memory kill does): the scheduler fails
+    # it as killed externally and its on_failure_callback runs on the executor too.
+    Scenario(
+        name="task_on_failure",
+        dag_id="demo_task_killed",
+        dag_file="demo_task_killed.py",
+        kind="task on_failure_callback",
         runs_on=RUNS_ON_EXECUTOR,
         expected_run_state="failed",
     ),

@@ -7,7 +7,7 @@ as a local process with the stack's virtualenv and configuration, then reporting
 ``STOPPED`` with the container's real exit code, as ECS does. The Deadline Alert DAGs are
 ``dev/callback_e2e/dags/e2e_deadline_dags.py`` (a ``deadline`` callable that writes a ``started``
 and an ``ended`` marker, so a callback run twice, or not to its end, shows); the DAG run
-callbacks are those of ``e2e_dags.py``, run on the executor (``[callbacks] dag_callback_runner =
+callbacks are those of ``e2e_dags.py``, run on the executor (``[callbacks] runner =
 executor``), and their DAGs' tasks run on ECS too.
 
 One PostgreSQL stack on the patched core (``.venv``) is shared by most tests. A SQLite stack on

@@ -5,7 +5,7 @@ the patched tree's .venv, with the machine's Redis as broker (a Redis database o
 stack). The Deadline Alert DAGs are ``dev/callback_e2e/dags/e2e_deadline_dags.py`` (a ``deadline``
 callable that writes a ``started`` and an ``ended`` marker, so a callback that ran twice, or not to
 its end, shows); the DAG run callbacks are those of ``e2e_dags.py``, run on the executor
-(``[callbacks] dag_callback_runner = executor``).
+(``[callbacks] runner = executor``).
 
 One PostgreSQL stack (result backend in the metadata database) is shared by most tests:
 ``[celery] callback_queue = other``, a worker on ``default`` (tasks) and one on ``other``

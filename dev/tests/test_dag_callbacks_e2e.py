@@ -25,9 +25,9 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python")
 EXECUTOR_MODE = {
     "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
     "AIRFLOW__CORE__PARALLELISM": "4",
-    "AIRFLOW__CALLBACKS__DAG_CALLBACK_RUNNER": "executor",
+    "AIRFLOW__CALLBACKS__RUNNER": "executor",
 }
-PROCESSOR_MODE = {"AIRFLOW__CALLBACKS__DAG_CALLBACK_RUNNER": "dag_processor"}
+PROCESSOR_MODE = {"AIRFLOW__CALLBACKS__RUNNER": "dag_processor"}
 # What the Dag processor logs when it runs a DAG callback (dag_processing/processor.py).
 PROCESSOR_RAN_A_CALLBACK = "dag callback"
 

@@ -42,8 +42,8 @@ from demo_stack.scenarios import (
 from demo_stack.stacks import PLANNED, LocalExecutorStack, StackContext, UnsupportedExecutor, get_stack
 
 REPO = Path(__file__).resolve().parents[2]
-DEADLINE, DAG_ON_FAILURE = SCENARIOS
-# The Dag Processor path the demo no longer takes by default (``dag_callback_runner = dag_processor``).
+DEADLINE, DAG_ON_FAILURE, TASK_ON_FAILURE = SCENARIOS
+# The Dag Processor path the demo no longer takes by default (``[callbacks] runner = dag_processor``).
 ON_FAILURE = Scenario(
     name="dag_on_failure",
     dag_id="demo_dag_on_failure",
@@ -525,7 +525,7 @@ def test_demo_home_create_copies_dags(tmp_path):
 def test_demo_runs_the_dag_callback_on_the_executor():
     assert DAG_ON_FAILURE.runs_on == RUNS_ON_EXECUTOR
     config = airflow_config(DemoHome(Path("/tmp/x")), 8080)
-    assert config["AIRFLOW__CALLBACKS__DAG_CALLBACK_RUNNER"] == "executor"
+    assert config["AIRFLOW__CALLBACKS__RUNNER"] == "executor"
 
 
 def _callback_tables(db: Path) -> sqlite3.Connection:
@@ -708,7 +708,7 @@ def test_demo_end_to_end(tmp_path, executor, budget):
 
     result = json.loads(result_file.read_text())
     rows = {row["callback"]: row for row in result["rows"]}
-    assert set(rows) == {"deadline_alert", "dag_on_failure"}
+    assert set(rows) == {"deadline_alert", "dag_on_failure", "task_on_failure"}
     deadline = rows["deadline_alert"]
     assert (deadline["kind"], deadline["executor"], deadline["state"]) == (
         "deadline alert",
@@ -723,11 +723,18 @@ def test_demo_end_to_end(tmp_path, executor, budget):
         "success",
     )
     assert "/executor_callbacks/demo_dag_on_failure/" in on_failure["log"]
+    task_on_failure = rows["task_on_failure"]
+    assert (task_on_failure["kind"], task_on_failure["executor"], task_on_failure["state"]) == (
+        "task on_failure_callback",
+        executor,
+        "success",
+    )
+    assert "/executor_callbacks/demo_task_killed/" in task_on_failure["log"]
     assert all(row["ok"] and row["seconds"] is not None for row in rows.values())
 
-    # The printed table has both rows, marked OK.
+    # The printed table has every row, marked OK.
     table_lines = [line for line in proc.stdout.splitlines() if line.startswith(("OK", "FAIL"))]
-    assert len(table_lines) == 2 and all(line.startswith("OK") for line in table_lines)
+    assert len(table_lines) == 3 and all(line.startswith("OK") for line in table_lines)
     # Everything was stopped and the throwaway home removed.
     assert "all components stopped" in proc.stdout
     assert not Path(result["airflow_home"]).exists()

@@ -70,3 +70,29 @@ def deadline(name, seconds=0.0, fail=False, context=None, **kwargs):
     if fail:
         raise ValueError(f"deadline callback {name} fails on purpose")
     line("ended")
+
+
+def record_task(name):
+    """A task callback that also records the task instance it was given (task, try, state) and the reason."""
+
+    def callback(context):
+        ti = context["ti"]
+        state = getattr(ti.state, "value", ti.state)
+        _write(
+            name,
+            context,
+            extra={"task_id": ti.task_id, "try_number": ti.try_number, "state": state},
+        )
+
+    callback.__name__ = callback.__qualname__ = f"record_task_{name}"
+    return callback
+
+
+def started_then_sleeps(**context):
+    """A task that writes its own and its supervisor's pid, then runs until it is killed."""
+    import time
+
+    ti = context["ti"]
+    extra = {"ppid": os.getppid(), "try_number": ti.try_number}
+    _write("task_started", context, extra=extra)
+    time.sleep(600)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 
 from airflow.sdk import DAG, task
-from e2e_callbacks import boom, reads_the_api, record
+from e2e_callbacks import boom, reads_the_api, record, record_task, started_then_sleeps
 
 
 @task
@@ -69,3 +69,35 @@ def pushes():
 # Its callback reads XCom, a Variable and the previous run through the API, and writes a Variable.
 with DAG("e2e_api", schedule=None, on_success_callback=reads_the_api, max_active_runs=1):
     pushes()
+
+
+# Runs until the test kills it and its supervisor (a worker lost): the scheduler ends the try when
+# its heartbeats stop, first with a retry left, then for good.
+with DAG("e2e_task_lost", schedule=None, max_active_runs=1):
+    from airflow.providers.standard.operators.python import PythonOperator
+
+    PythonOperator(
+        task_id="gets_lost",
+        python_callable=started_then_sleeps,
+        on_failure_callback=record_task("task_failure"),
+        on_retry_callback=record_task("task_retry"),
+        email="ops@example.com",
+        email_on_failure=True,
+        email_on_retry=True,
+        retries=1,
+        retry_delay=datetime.timedelta(seconds=1),
+    )
+
+# Runs until the test SIGKILLs its task process alone, as an out-of-memory kill does.
+with DAG("e2e_task_oom", schedule=None, max_active_runs=1):
+    from airflow.providers.standard.operators.python import PythonOperator
+
+    PythonOperator(
+        task_id="gets_killed",
+        python_callable=started_then_sleeps,
+        on_failure_callback=record_task("oom_failure"),
+        on_retry_callback=record_task("oom_retry"),
+        email="ops@example.com",
+        email_on_failure=True,
+        retries=0,
+    )

@@ -70,3 +70,15 @@ def on_dag_failure(context: Any) -> None:
         run_id=run_id,
         reason=str(context.get("reason")) if hasattr(context, "get") else None,
     )
+
+
+def on_task_failure(context: Any) -> None:
+    """Task-level ``on_failure_callback`` of a task killed mid-run; the executor runs it."""
+    ti = context["ti"]
+    _append_marker(
+        "task_on_failure",
+        dag_id=ti.dag_id,
+        run_id=ti.run_id,
+        task_id=ti.task_id,
+        reason=str(context.get("reason")),
+    )

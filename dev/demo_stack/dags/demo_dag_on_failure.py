@@ -1,6 +1,6 @@
 """Demo Dag: the run fails, so its Dag-level ``on_failure_callback`` runs.
 
-The demo sets ``[callbacks] dag_callback_runner = executor``, so the scheduler stores the
+The demo sets ``[callbacks] runner = executor``, so the scheduler stores the
 callback as an executor callback and LocalExecutor runs it in a supervised process, with a
 state, an output and a log of its own (without that setting it would run inside the Dag
 Processor).
