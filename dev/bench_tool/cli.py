@@ -22,8 +22,7 @@ PRESETS = {
 }
 
 _DETECT = (
-    "from airflow.configuration import conf\n"
-    "print(conf.get('callbacks', 'runner', fallback='__missing__'))\n"
+    "from airflow.configuration import conf\nprint(conf.get('callbacks', 'runner', fallback='__missing__'))\n"
 )
 
 

@@ -10,6 +10,7 @@ worker runs; a local SMTP server counts the emails. The Dag processor runs none 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -34,6 +35,9 @@ EXECUTOR_MODE = {
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "8",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
 }
+PROCESSOR_MODE = {"AIRFLOW__CALLBACKS__RUNNER": "dag_processor"}
+# Context keys the executor path adds to a task callback's context: why the try ended.
+EXECUTOR_PATH_ADDS = {"reason", "exception"}
 # What the Dag processor logs when it runs a task callback or sends an email (dag_processing/processor.py).
 PROCESSOR_RAN_A_TASK_CALLBACK = ("Executing Task callback", "Sending retry email", "Sending failure email")
 
@@ -54,17 +58,16 @@ def _kill_task(stack: AirflowStack, dag_id: str, try_number: int, *, with_superv
         120,
     )
     for pid in (started.pid, started.extra["ppid"]) if with_supervisor else (started.pid,):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.mark.e2e
-def test_lost_task_gets_its_retry_then_its_failure_callback_and_one_email_each():
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+def test_lost_task_gets_its_retry_then_its_failure_callback_and_one_email_each(backend):
     with SmtpSink() as smtp:
         config = {**EXECUTOR_MODE, "AIRFLOW_CONN_SMTP_DEFAULT": smtp.connection_uri}
-        with AirflowStack(PYTHON, "postgres", config) as stack:
+        with AirflowStack(PYTHON, backend, config) as stack:
             stack.scheduler()
             stack.wait_healthy()
             stack.wait_dags(["e2e_task_lost"])
@@ -75,7 +78,7 @@ def test_lost_task_gets_its_retry_then_its_failure_callback_and_one_email_each()
                 try:
                     wait_for(
                         f"{callback_name} of try {try_number}",
-                        lambda: [m for m in stack.read_markers() if m.name == callback_name],
+                        lambda name=callback_name: [m for m in stack.read_markers() if m.name == name],
                         120,
                     )
                 except StackError as err:
@@ -185,3 +188,24 @@ def test_task_process_killed_alone_gets_its_failure_callback_and_email_once():
             assert [m.name for m in stack.read_markers() if m.name.startswith("oom_")] == ["oom_failure"]
             assert len(smtp.messages) == 1, [m.subject for m in smtp.messages]
             _assert_processor_ran_no_task_callback(stack)
+
+            # The same event on the Dag processor path: the callable gets the same context keys,
+            # less the two the executor path adds on purpose; the same try and task.
+            stack.stop("scheduler")
+            stack.scheduler("scheduler-processor-mode", config=PROCESSOR_MODE)
+            processor_run = stack.trigger("e2e_task_oom")
+            _kill_task(stack, "e2e_task_oom", 1, with_supervisor=False)
+            wait_for(
+                "the Dag processor to run the failure callback",
+                lambda: [
+                    m for m in stack.read_markers() if m.name == "oom_failure" and m.run_id == processor_run
+                ],
+                180,
+            )
+            on_executor, on_processor = [m for m in stack.read_markers() if m.name == "oom_failure"]
+            assert set(on_executor.keys) - EXECUTOR_PATH_ADDS == set(on_processor.keys)
+            assert on_executor.extra["task_id"] == on_processor.extra["task_id"] == "gets_killed"
+            assert on_executor.extra["try_number"] == on_processor.extra["try_number"] == 1
+            # The Dag processor's task instance has no state; the executor path's has the scheduler's.
+            assert (on_executor.extra["state"], on_processor.extra["state"]) == ("failed", None)
+            assert len(_task_callbacks(stack)) == 1  # no executor callback for the processor-mode run
