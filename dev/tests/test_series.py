@@ -501,11 +501,89 @@ def test_build_labels_the_patched_component(project: Path):
         assert '__version__ = "2.0+series1.' in whl.read("fake_provider/__init__.py").decode()
     # Twice: the same artifacts again, nothing else in dist/.
     series(project, "build", "--outdir", str(project / "dist"))
-    assert len(list((project / "dist").iterdir())) == 2
+    names = sorted(p.name for p in (project / "dist").iterdir())
+    assert len(names) == 4 and {"SHA256SUMS", "series-build.json"} <= set(names), names
     # The tree itself keeps upstream's version.
     assert 'version = "2.0"' in (project / "upstream" / "providers/fake/pyproject.toml").read_text()
     proc = series(project, "build", "--label", "Bad Label", ok=False)
     assert "local version label" in proc.stderr
+
+
+# A task SDK that, like upstream's, force-includes a library from the monorepo's shared/ folder
+# next to it into its sdist; the pinned sdist holds that library at the destination.
+SDK_V1 = {
+    "pyproject.toml": (
+        '[build-system]\nrequires = ["hatchling==1.32.4"]\nbuild-backend = "hatchling.build"\n\n'
+        '[project]\nname = "fake-sdk"\nversion = "3.0"\n\n'
+        '[tool.hatch.build.targets.wheel]\npackages = ["src/fake_sdk"]\n\n'
+        "[tool.hatch.build.targets.sdist.force-include]\n"
+        '"../shared/util/src/fake_shared/util" = "src/fake_sdk/_shared/util"\n'
+    ),
+    "src/fake_sdk/__init__.py": '__version__ = "3.0"\n',
+    "src/fake_sdk/_shared/__init__.py": "",
+    "src/fake_sdk/_shared/util/__init__.py": "ANSWER = 41\n",
+}
+
+
+@pytest.fixture
+def shared_project(tmp_path: Path) -> Path:
+    """A repository of ours whose one component needs files from outside its folder to build."""
+    sdists = tmp_path / "sdists"
+    sdists.mkdir()
+    sdk, sdk_sha = make_sdist(sdists, "fake-sdk", "3.0", SDK_V1)
+    root = tmp_path / "repo"
+    root.mkdir()
+    write_pyproject(root, {"task-sdk": ("fake-sdk", "3.0", sdk_sha, sdk)})
+    series(root, "materialize")
+    return root
+
+
+@pytest.mark.slow
+def test_build_provides_the_shared_folder_a_component_force_includes(shared_project: Path):
+    mod = "task-sdk/src/fake_sdk/_shared/util/__init__.py"
+    commit(shared_project, "Shared fix" + TRAILERS, {mod: "ANSWER = 42\n"})
+    series(shared_project, "export")
+    dist = shared_project / "dist"
+    out = series(shared_project, "build", "--outdir", str(dist)).stdout
+    (wheel,) = dist.glob("fake_sdk-3.0+series1.*.whl")
+    (sdist,) = dist.glob("fake_sdk-3.0+series1.*.tar.gz")
+    with zipfile.ZipFile(wheel) as whl:
+        assert whl.read("fake_sdk/_shared/util/__init__.py") == b"ANSWER = 42\n"
+    with tarfile.open(sdist) as tar:
+        shared = [m.name for m in tar.getmembers() if m.name.endswith("_shared/util/__init__.py")]
+    assert shared == [f"{sdist.name[: -len('.tar.gz')]}/src/fake_sdk/_shared/util/__init__.py"], shared
+    # Checksums printed and written where sha256sum -c finds them.
+    for artifact in (wheel, sdist):
+        digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+        assert f"{artifact}  sha256 {digest}" in out, out
+        assert f"{digest}  {artifact.name}" in (dist / "SHA256SUMS").read_text()
+    manifest = json.loads((dist / "series-build.json").read_text())["components"]["task-sdk"]
+    assert manifest["artifacts"]["wheel"]["file"] == wheel.name
+    assert manifest["patches"] == ["0001-Shared-fix.patch"]
+
+
+def test_build_failure_names_the_component_and_the_cause(shared_project: Path):
+    # The component's copy of the shared library is gone: nothing can stand in for ../shared/.
+    tree_git(shared_project, "rm", "-q", "-r", "task-sdk/src/fake_sdk/_shared/util")
+    tree_git(shared_project, "commit", "-q", "-m", "Drop the copy" + TRAILERS)
+    series(shared_project, "export")
+    proc = series(shared_project, "build", ok=False)
+    assert proc.returncode == 2
+    assert "building task-sdk failed" in proc.stderr, proc.stderr
+    assert "../shared/util/src/fake_shared/util" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_build_backend_failure_is_reported_with_its_cause(shared_project: Path):
+    pyproject = "task-sdk/pyproject.toml"
+    text = (shared_project / "upstream" / pyproject).read_text() + '"NOTICE" = "NOTICE"\n'
+    commit(shared_project, "Ship a notice" + TRAILERS, {pyproject: text})
+    series(shared_project, "export")
+    proc = series(shared_project, "build", ok=False)
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith("dev/series build: error: building task-sdk (fake-sdk 3.0+series1."), first
+    assert "failed: FileNotFoundError: Forced include not found: " in first, first
+    assert first.endswith("/task-sdk/NOTICE"), first
 
 
 def test_cli_help_lists_every_command():
