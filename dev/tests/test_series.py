@@ -678,3 +678,121 @@ def test_list_shows_each_patch_with_its_trailers(project: Path):
     assert "airflow-core (fake-core 1.0): 3 patches" in out
     assert "bug: apache/airflow#62887; applied upstream in 3.4.1" in out
     assert out.count("forwarded: no") == 2
+
+
+# ------------------------------------------------------------- release artifact checks
+
+
+def _dist(files: dict[str, str], dups: list[str] | None = None):
+    from series_tool.artifacts import Dist
+
+    return Dist(Path("x"), {k: v.encode() for k, v in files.items()}, dups or [])
+
+
+WHEEL = {
+    "fake/__init__.py": "",
+    "fake/migrations/versions/0001_add.py": "revision = 'a'\n",
+    "fake-1.0.dist-info/METADATA": "Metadata-Version: 2.4\nName: fake\nVersion: 1.0\nRequires-Dist: dep>=1\n",
+    "fake-1.0.dist-info/entry_points.txt": "[apache_airflow_provider]\nprovider_info = fake.get:info\n",
+    "fake-1.0.dist-info/licenses/LICENSE": "L",
+    "fake-1.0.dist-info/licenses/NOTICE": "N",
+}
+SDIST = {
+    "PKG-INFO": "",
+    "pyproject.toml": "",
+    "LICENSE": "L",
+    "NOTICE": "N",
+    "src/fake/__init__.py": "",
+    "src/fake/migrations/versions/0001_add.py": "revision = 'a'\n",
+}
+
+
+def test_artifact_checks_fail_on_a_file_upstream_ships_and_ours_lacks():
+    from series_tool.artifacts import compare_with_upstream, wheel_to_component
+
+    ours = {k: v for k, v in WHEEL.items() if "migrations" not in k}
+    report = compare_with_upstream(
+        "wheel", _dist(ours), _dist(WHEEL), set(), set(), to_rel=wheel_to_component
+    )
+    assert report.problems == [
+        "wheel: fake/migrations/versions/0001_add.py is missing (upstream's wheel has it)"
+    ]
+    # Deleted by the series: a note, not a problem; a file no patch adds: a note.
+    deleted = {"src/fake/migrations/versions/0001_add.py"}
+    extra = {**ours, "fake/stray.py": ""}
+    report = compare_with_upstream(
+        "wheel", _dist(extra), _dist(WHEEL), set(), deleted, to_rel=wheel_to_component
+    )
+    assert not report.problems
+    assert "wheel: fake/stray.py is not in upstream's wheel and no patch adds it" in report.notes
+    # The dist-info's own name carries the version: compared by what is inside it.
+    renamed = {k.replace("fake-1.0.dist-info", "fake-1.0+series1.ab.dist-info"): v for k, v in WHEEL.items()}
+    assert not compare_with_upstream("wheel", _dist(renamed), _dist(WHEEL), set(), set()).problems
+
+
+def test_artifact_checks_sdist_must_hold_every_wheel_file_with_its_bytes():
+    from series_tool.artifacts import sdist_covers_wheel
+
+    assert sdist_covers_wheel(_dist(WHEEL), _dist(SDIST)) == []
+    lacking = {k: v for k, v in SDIST.items() if "migrations" not in k}
+    changed = {**SDIST, "src/fake/__init__.py": "x = 1\n"}
+    assert sdist_covers_wheel(_dist(WHEEL), _dist(lacking)) == [
+        "fake/migrations/versions/0001_add.py: in the wheel, not in the sdist"
+    ]
+    assert sdist_covers_wheel(_dist(WHEEL), _dist(changed)) == [
+        "fake/__init__.py: differs between the wheel and the sdist's src/fake/__init__.py"
+    ]
+
+
+def test_artifact_checks_release_files_licenses_junk_and_tests():
+    from series_tool.artifacts import release_files
+
+    assert release_files(_dist(WHEEL), _dist(SDIST)) == []
+    wheel = {k: v for k, v in WHEEL.items() if not k.endswith("NOTICE")}
+    wheel |= {"fake/__pycache__/x.cpython-311.pyc": "", "fake/tests/test_x.py": ""}
+    sdist = {k: v for k, v in SDIST.items() if k != "LICENSE"} | {"src/fake/x.py.orig": ""}
+    assert release_files(_dist(wheel), _dist(sdist)) == [
+        "sdist: no LICENSE",
+        "wheel: no NOTICE in its dist-info/licenses/",
+        "wheel: junk file fake/__pycache__/x.cpython-311.pyc",
+        "sdist: junk file src/fake/x.py.orig",
+        "wheel: test file fake/tests/test_x.py",
+    ]
+
+
+def test_artifact_checks_entry_points_and_dependencies():
+    from series_tool.artifacts import compare_wheel_metadata
+
+    ours = {**WHEEL, "fake-1.0.dist-info/entry_points.txt": "[console_scripts]\nfake = fake:main\n"}
+    ours["fake-1.0.dist-info/METADATA"] += "Requires-Dist: other\n"
+    report = compare_wheel_metadata(_dist(ours), _dist(WHEEL))
+    assert report.problems == [
+        "entry point [apache_airflow_provider] provider_info = fake.get:info is missing"
+    ]
+    assert report.notes == [
+        "entry point [console_scripts] fake = fake:main is new",
+        "Requires-Dist added: other",
+    ]
+
+
+def test_import_check_tells_our_missing_files_from_optional_dependencies():
+    sys.path.insert(0, str(REPO / "dev" / "series_tool"))
+    try:
+        import import_modules as im
+    finally:
+        sys.path.pop(0)
+    own = {"airflow.models", "airflow.providers.fake", "airflow.providers.fake.hooks", "airflow.sdk"}
+
+    def missing(name: str) -> str:
+        exc = ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return im.classify("m", exc, own)[0]
+
+    assert missing("airflow.models.gone") == "failed"  # a file of our core wheel
+    assert missing("airflow.providers.fake.hooks.gone") == "failed"
+    assert missing("airflow.sdk.gone") == "failed"
+    assert missing("airflow.gone") == "failed"  # core owns airflow.<module>
+    assert missing("airflow.providers.google") == "optional"  # another provider
+    assert missing("boto3") == "optional"
+    cannot = ImportError("cannot import name 'x' from 'airflow.models.dag'", name="airflow.models.dag")
+    assert im.classify("m", cannot, own)[0] == "failed"
+    assert im.classify("m", RuntimeError("boom"), own)[0] == "failed"
