@@ -127,6 +127,12 @@ def tests_in(names: set[str]) -> list[str]:
 
 def patch_changes(cfg: Config, comp: Component) -> tuple[set[str], set[str]]:
     """Files the series adds and deletes in ``comp``, relative to its folder."""
+    added, deleted, _ = series_changes(cfg, comp)
+    return added, deleted
+
+
+def series_changes(cfg: Config, comp: Component) -> tuple[set[str], set[str], set[str]]:
+    """Files the series adds, deletes and modifies in ``comp``, relative to its folder."""
     out = subprocess.run(
         ["git", "-C", str(cfg.work_tree), "diff", "--name-status", "--no-renames", BASELINE_TAG, "HEAD"]
         + ["--", comp.path],
@@ -134,15 +140,12 @@ def patch_changes(cfg: Config, comp: Component) -> tuple[set[str], set[str]]:
         text=True,
         check=True,
     ).stdout
-    added, deleted = set(), set()
+    added, deleted, modified = set(), set(), set()
     for line in out.splitlines():
         status, path = line.split("\t", 1)
         rel = path[len(comp.path) + 1 :]
-        if status == "A":
-            added.add(rel)
-        elif status == "D":
-            deleted.add(rel)
-    return added, deleted
+        {"A": added, "D": deleted}.get(status, modified).add(rel)
+    return added, deleted, modified
 
 
 @dataclass
