@@ -127,16 +127,35 @@ def upstream_wheels() -> dict[str, Path]:
     return out
 
 
+VENV_STAMP = ".artifacts-venv.json"
+
+
 def _fresh_venv(name: str, lock: str, requirements: list[str]) -> str:
-    """A new virtualenv holding ``requirements`` within the pins of ``lock``; returns its python."""
+    """
+    A virtualenv holding only ``requirements`` (files) within the pins of ``lock``; returns its python.
+
+    Made anew whenever any input differs (the wheels' bytes, the lock); one made from the very same
+    inputs by an earlier run is reused, unless ``ARTIFACTS_FRESH_VENVS=1``. The tests only import and
+    run what it holds (Airflow's homes and databases live in temporary folders), so such a venv is
+    the one a fresh install gives, with its bytecode already compiled.
+    """
     venv = CACHE / name
+    python = str(venv / "bin" / "python")
+    digest = hashlib.sha256((ROOT / lock).read_bytes())
+    for req in sorted(requirements):
+        digest.update(Path(req).name.encode() + bytes.fromhex(build_mod.sha256_of(Path(req))))
+    stamp = venv / VENV_STAMP
+    fresh = os.environ.get("ARTIFACTS_FRESH_VENVS") == "1"
+    if not fresh and stamp.exists() and json.loads(stamp.read_text()).get("digest") == digest.hexdigest():
+        print(f"\nreusing {venv} (made from the same files)", flush=True)
+        return python
     shutil.rmtree(venv, ignore_errors=True)
     _run(["uv", "venv", "-q", "--python", "3.11", str(venv)])
-    python = str(venv / "bin" / "python")
     _run(
         ["uv", "pip", "install", "-q", "--no-sources", "--python", python, "-c", str(ROOT / lock)]
         + requirements
     )
+    stamp.write_text(json.dumps({"digest": digest.hexdigest()}) + "\n")
     return python
 
 
