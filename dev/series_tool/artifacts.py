@@ -195,11 +195,19 @@ def release_files(wheel: Dist, sdist: Dist) -> list[str]:
 
 
 def compare_with_upstream(
-    kind: str, ours: Dist, upstream: Dist, added: set[str], deleted: set[str], *, to_rel=lambda n: n
+    kind: str,
+    ours: Dist,
+    upstream: Dist,
+    added: set[str],
+    deleted: set[str],
+    *,
+    to_rel=lambda n: n,
+    from_rel=lambda rel: rel,
 ) -> Report:
     """
     Files of ``ours`` against ``upstream``'s same artifact. ``added``/``deleted`` are the series'
-    changes relative to the component folder; ``to_rel`` maps an artifact path to that folder.
+    changes relative to the component folder; ``to_rel`` maps an artifact path to that folder and
+    ``from_rel`` back (None: the artifact cannot hold it).
     A file upstream ships that ours lacks, and the series did not delete, is a problem; a file
     ours adds that the series did not add is a note.
     """
@@ -221,6 +229,13 @@ def compare_with_upstream(
     for k in sorted(set(ours_keys) - set(up_keys)):
         if to_rel(k) not in added:
             report.notes.append(f"{kind}: {k} is not in upstream's {kind} and no patch adds it")
+    # A file the series adds must ship where upstream ships its neighbours (a new module, migration
+    # or template); one the artifact would not hold anyway (a test in a core sdist) is left alone.
+    up_dirs = {PurePosixPath(n).parent for n in upstream.names}
+    for rel in sorted(added):
+        name = from_rel(rel)
+        if name is not None and name not in ours.names and PurePosixPath(name).parent in up_dirs:
+            report.problems.append(f"{kind}: {name} is missing (the series adds it)")
     if upstream.duplicates and not ours.duplicates:
         report.notes.append(
             f"{kind}: upstream's lists {len(set(upstream.duplicates))} files twice "
@@ -255,6 +270,10 @@ def compare_wheel_metadata(ours: Dist, upstream: Dist) -> Report:
 def wheel_to_component(name: str) -> str:
     """A wheel path as a path in the component folder (for matching the series' changes)."""
     return f"src/{name}"
+
+
+def component_to_wheel(rel: str) -> str | None:
+    return rel[len("src/") :] if rel.startswith("src/") else None
 
 
 def config_options(info: dict) -> set[tuple[str, str]]:

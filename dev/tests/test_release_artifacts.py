@@ -321,7 +321,13 @@ def test_artifacts_differ_from_upstreams_only_by_the_series(dists, comp):
     reports = [
         art.compare_with_upstream("sdist", d["sdist"], d["upstream_sdist"], added, deleted),
         art.compare_with_upstream(
-            "wheel", d["wheel"], d["upstream_wheel"], added, deleted, to_rel=art.wheel_to_component
+            "wheel",
+            d["wheel"],
+            d["upstream_wheel"],
+            added,
+            deleted,
+            to_rel=art.wheel_to_component,
+            from_rel=art.component_to_wheel,
         ),
         art.compare_wheel_metadata(d["wheel"], d["upstream_wheel"]),
     ]

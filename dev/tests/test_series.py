@@ -708,7 +708,7 @@ SDIST = {
 
 
 def test_artifact_checks_fail_on_a_file_upstream_ships_and_ours_lacks():
-    from series_tool.artifacts import compare_with_upstream, wheel_to_component
+    from series_tool.artifacts import compare_with_upstream, component_to_wheel, wheel_to_component
 
     ours = {k: v for k, v in WHEEL.items() if "migrations" not in k}
     report = compare_with_upstream(
@@ -725,6 +725,18 @@ def test_artifact_checks_fail_on_a_file_upstream_ships_and_ours_lacks():
     )
     assert not report.problems
     assert "wheel: fake/stray.py is not in upstream's wheel and no patch adds it" in report.notes
+    # A file the series adds must ship next to its upstream neighbours; a test need not.
+    added = {"src/fake/migrations/versions/0002_more.py", "tests/test_more.py"}
+    report = compare_with_upstream(
+        "wheel",
+        _dist(WHEEL),
+        _dist(WHEEL),
+        added,
+        set(),
+        to_rel=wheel_to_component,
+        from_rel=component_to_wheel,
+    )
+    assert report.problems == ["wheel: fake/migrations/versions/0002_more.py is missing (the series adds it)"]
     # The dist-info's own name carries the version: compared by what is inside it.
     renamed = {k.replace("fake-1.0.dist-info", "fake-1.0+series1.ab.dist-info"): v for k, v in WHEEL.items()}
     assert not compare_with_upstream("wheel", _dist(renamed), _dist(WHEEL), set(), set()).problems
