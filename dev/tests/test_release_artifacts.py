@@ -432,6 +432,8 @@ def stack(venv):
     where = _run([venv, "-c", "import airflow; print(airflow.__file__)"]).stdout.strip()
     assert where.startswith(str(CACHE / "venv-main")), f"airflow comes from {where}, not the wheels"
     with AirflowStack(venv, config={"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}) as stack:
+        # Patient: on a loaded 2-core machine a fresh install's api-server takes minutes to serve.
+        stack.wait_healthy(timeout=300)
         start_scheduling(stack, ["e2e_deadline_ok"])
         yield stack
 
