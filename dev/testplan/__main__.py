@@ -8,6 +8,9 @@ Stages (each can be picked with --stage, or skipped with --skip):
   tooling    our own tests (dev/tests), without the end-to-end ones
   patches    the series' test files outside the upstream suites, on every baseline they target
   upstream   upstream's unit suites per baseline, against the recorded counts
+  artifacts  the release artifacts (`dev/series build`) installed into fresh virtualenvs and run:
+             every module imported, db migrate, a Deadline Alert callback on LocalExecutor,
+             the providers on the stable core, files compared with upstream's artifacts
   e2e        end-to-end tests with real Airflow processes (dev/tests, -m e2e)
 """
 
@@ -25,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SERIES = [str(ROOT / "dev" / "series")]
-STAGES = ["series", "check", "env", "lint", "tooling", "patches", "upstream", "e2e"]
+STAGES = ["series", "check", "env", "lint", "tooling", "patches", "upstream", "artifacts", "e2e"]
 BASELINES = ["main", "stable"]
 RESULTS = ROOT / ".cache" / "test-results"
 
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             if run([*ruff, "check", *ours]) != 0 or run([*ruff, "format", "--check", *ours]) != 0:
                 tally.stage_failed("lint", "our own code under dev/ does not pass ruff (see above)")
         elif stage == "tooling":
-            pytest(tally, "tooling", [*xdist, "-q", "-m", "not e2e", "dev/tests"])
+            pytest(tally, "tooling", [*xdist, "-q", "-m", "not e2e and not artifacts", "dev/tests"])
         elif stage in ("patches", "upstream"):
             command = "patch-tests" if stage == "patches" else "run"
             runs = [(b, []) for b in BASELINES]
@@ -165,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                     tally.stage_failed(
                         f"{stage} ({baseline}{' '.join(['', *extra[1:]])})", "failing tests (see above)"
                     )
+        elif stage == "artifacts":
+            # -s: the differences from upstream's artifacts and the skipped imports are printed.
+            pytest(tally, "artifacts", ["-q", "-s", "-m", "artifacts", "dev/tests/test_release_artifacts.py"])
         elif stage == "e2e":
             pytest(tally, "e2e", ["-q", "-m", "e2e", "dev/tests"])
         print(f"--- {stage} took {time.monotonic() - t0:.0f}s", flush=True)

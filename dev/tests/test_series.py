@@ -501,11 +501,89 @@ def test_build_labels_the_patched_component(project: Path):
         assert '__version__ = "2.0+series1.' in whl.read("fake_provider/__init__.py").decode()
     # Twice: the same artifacts again, nothing else in dist/.
     series(project, "build", "--outdir", str(project / "dist"))
-    assert len(list((project / "dist").iterdir())) == 2
+    names = sorted(p.name for p in (project / "dist").iterdir())
+    assert len(names) == 4 and {"SHA256SUMS", "series-build.json"} <= set(names), names
     # The tree itself keeps upstream's version.
     assert 'version = "2.0"' in (project / "upstream" / "providers/fake/pyproject.toml").read_text()
     proc = series(project, "build", "--label", "Bad Label", ok=False)
     assert "local version label" in proc.stderr
+
+
+# A task SDK that, like upstream's, force-includes a library from the monorepo's shared/ folder
+# next to it into its sdist; the pinned sdist holds that library at the destination.
+SDK_V1 = {
+    "pyproject.toml": (
+        '[build-system]\nrequires = ["hatchling==1.32.4"]\nbuild-backend = "hatchling.build"\n\n'
+        '[project]\nname = "fake-sdk"\nversion = "3.0"\n\n'
+        '[tool.hatch.build.targets.wheel]\npackages = ["src/fake_sdk"]\n\n'
+        "[tool.hatch.build.targets.sdist.force-include]\n"
+        '"../shared/util/src/fake_shared/util" = "src/fake_sdk/_shared/util"\n'
+    ),
+    "src/fake_sdk/__init__.py": '__version__ = "3.0"\n',
+    "src/fake_sdk/_shared/__init__.py": "",
+    "src/fake_sdk/_shared/util/__init__.py": "ANSWER = 41\n",
+}
+
+
+@pytest.fixture
+def shared_project(tmp_path: Path) -> Path:
+    """A repository of ours whose one component needs files from outside its folder to build."""
+    sdists = tmp_path / "sdists"
+    sdists.mkdir()
+    sdk, sdk_sha = make_sdist(sdists, "fake-sdk", "3.0", SDK_V1)
+    root = tmp_path / "repo"
+    root.mkdir()
+    write_pyproject(root, {"task-sdk": ("fake-sdk", "3.0", sdk_sha, sdk)})
+    series(root, "materialize")
+    return root
+
+
+@pytest.mark.slow
+def test_build_provides_the_shared_folder_a_component_force_includes(shared_project: Path):
+    mod = "task-sdk/src/fake_sdk/_shared/util/__init__.py"
+    commit(shared_project, "Shared fix" + TRAILERS, {mod: "ANSWER = 42\n"})
+    series(shared_project, "export")
+    dist = shared_project / "dist"
+    out = series(shared_project, "build", "--outdir", str(dist)).stdout
+    (wheel,) = dist.glob("fake_sdk-3.0+series1.*.whl")
+    (sdist,) = dist.glob("fake_sdk-3.0+series1.*.tar.gz")
+    with zipfile.ZipFile(wheel) as whl:
+        assert whl.read("fake_sdk/_shared/util/__init__.py") == b"ANSWER = 42\n"
+    with tarfile.open(sdist) as tar:
+        shared = [m.name for m in tar.getmembers() if m.name.endswith("_shared/util/__init__.py")]
+    assert shared == [f"{sdist.name[: -len('.tar.gz')]}/src/fake_sdk/_shared/util/__init__.py"], shared
+    # Checksums printed and written where sha256sum -c finds them.
+    for artifact in (wheel, sdist):
+        digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+        assert f"{artifact}  sha256 {digest}" in out, out
+        assert f"{digest}  {artifact.name}" in (dist / "SHA256SUMS").read_text()
+    manifest = json.loads((dist / "series-build.json").read_text())["components"]["task-sdk"]
+    assert manifest["artifacts"]["wheel"]["file"] == wheel.name
+    assert manifest["patches"] == ["0001-Shared-fix.patch"]
+
+
+def test_build_failure_names_the_component_and_the_cause(shared_project: Path):
+    # The component's copy of the shared library is gone: nothing can stand in for ../shared/.
+    tree_git(shared_project, "rm", "-q", "-r", "task-sdk/src/fake_sdk/_shared/util")
+    tree_git(shared_project, "commit", "-q", "-m", "Drop the copy" + TRAILERS)
+    series(shared_project, "export")
+    proc = series(shared_project, "build", ok=False)
+    assert proc.returncode == 2
+    assert "building task-sdk failed" in proc.stderr, proc.stderr
+    assert "../shared/util/src/fake_shared/util" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_build_backend_failure_is_reported_with_its_cause(shared_project: Path):
+    pyproject = "task-sdk/pyproject.toml"
+    text = (shared_project / "upstream" / pyproject).read_text() + '"NOTICE" = "NOTICE"\n'
+    commit(shared_project, "Ship a notice" + TRAILERS, {pyproject: text})
+    series(shared_project, "export")
+    proc = series(shared_project, "build", ok=False)
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith("dev/series build: error: building task-sdk (fake-sdk 3.0+series1."), first
+    assert "failed: FileNotFoundError: Forced include not found: " in first, first
+    assert first.endswith("/task-sdk/NOTICE"), first
 
 
 def test_cli_help_lists_every_command():
@@ -600,3 +678,133 @@ def test_list_shows_each_patch_with_its_trailers(project: Path):
     assert "airflow-core (fake-core 1.0): 3 patches" in out
     assert "bug: apache/airflow#62887; applied upstream in 3.4.1" in out
     assert out.count("forwarded: no") == 2
+
+
+# ------------------------------------------------------------- release artifact checks
+
+
+def _dist(files: dict[str, str], dups: list[str] | None = None):
+    from series_tool.artifacts import Dist
+
+    return Dist(Path("x"), {k: v.encode() for k, v in files.items()}, dups or [])
+
+
+WHEEL = {
+    "fake/__init__.py": "",
+    "fake/migrations/versions/0001_add.py": "revision = 'a'\n",
+    "fake-1.0.dist-info/METADATA": "Metadata-Version: 2.4\nName: fake\nVersion: 1.0\nRequires-Dist: dep>=1\n",
+    "fake-1.0.dist-info/entry_points.txt": "[apache_airflow_provider]\nprovider_info = fake.get:info\n",
+    "fake-1.0.dist-info/licenses/LICENSE": "L",
+    "fake-1.0.dist-info/licenses/NOTICE": "N",
+}
+SDIST = {
+    "PKG-INFO": "",
+    "pyproject.toml": "",
+    "LICENSE": "L",
+    "NOTICE": "N",
+    "src/fake/__init__.py": "",
+    "src/fake/migrations/versions/0001_add.py": "revision = 'a'\n",
+}
+
+
+def test_artifact_checks_fail_on_a_file_upstream_ships_and_ours_lacks():
+    from series_tool.artifacts import compare_with_upstream, component_to_wheel, wheel_to_component
+
+    ours = {k: v for k, v in WHEEL.items() if "migrations" not in k}
+    report = compare_with_upstream(
+        "wheel", _dist(ours), _dist(WHEEL), set(), set(), to_rel=wheel_to_component
+    )
+    assert report.problems == [
+        "wheel: fake/migrations/versions/0001_add.py is missing (upstream's wheel has it)"
+    ]
+    # Deleted by the series: a note, not a problem; a file no patch adds: a note.
+    deleted = {"src/fake/migrations/versions/0001_add.py"}
+    extra = {**ours, "fake/stray.py": ""}
+    report = compare_with_upstream(
+        "wheel", _dist(extra), _dist(WHEEL), set(), deleted, to_rel=wheel_to_component
+    )
+    assert not report.problems
+    assert "wheel: fake/stray.py is not in upstream's wheel and no patch adds it" in report.notes
+    # A file the series adds must ship next to its upstream neighbours; a test need not.
+    added = {"src/fake/migrations/versions/0002_more.py", "tests/test_more.py"}
+    report = compare_with_upstream(
+        "wheel",
+        _dist(WHEEL),
+        _dist(WHEEL),
+        added,
+        set(),
+        to_rel=wheel_to_component,
+        from_rel=component_to_wheel,
+    )
+    assert report.problems == ["wheel: fake/migrations/versions/0002_more.py is missing (the series adds it)"]
+    # The dist-info's own name carries the version: compared by what is inside it.
+    renamed = {k.replace("fake-1.0.dist-info", "fake-1.0+series1.ab.dist-info"): v for k, v in WHEEL.items()}
+    assert not compare_with_upstream("wheel", _dist(renamed), _dist(WHEEL), set(), set()).problems
+
+
+def test_artifact_checks_sdist_must_hold_every_wheel_file_with_its_bytes():
+    from series_tool.artifacts import sdist_covers_wheel
+
+    assert sdist_covers_wheel(_dist(WHEEL), _dist(SDIST)) == []
+    lacking = {k: v for k, v in SDIST.items() if "migrations" not in k}
+    changed = {**SDIST, "src/fake/__init__.py": "x = 1\n"}
+    assert sdist_covers_wheel(_dist(WHEEL), _dist(lacking)) == [
+        "fake/migrations/versions/0001_add.py: in the wheel, not in the sdist"
+    ]
+    assert sdist_covers_wheel(_dist(WHEEL), _dist(changed)) == [
+        "fake/__init__.py: differs between the wheel and the sdist's src/fake/__init__.py"
+    ]
+
+
+def test_artifact_checks_release_files_licenses_junk_and_tests():
+    from series_tool.artifacts import release_files
+
+    assert release_files(_dist(WHEEL), _dist(SDIST)) == []
+    wheel = {k: v for k, v in WHEEL.items() if not k.endswith("NOTICE")}
+    wheel |= {"fake/__pycache__/x.cpython-311.pyc": "", "fake/tests/test_x.py": ""}
+    sdist = {k: v for k, v in SDIST.items() if k != "LICENSE"} | {"src/fake/x.py.orig": ""}
+    assert release_files(_dist(wheel), _dist(sdist)) == [
+        "sdist: no LICENSE",
+        "wheel: no NOTICE in its dist-info/licenses/",
+        "wheel: junk file fake/__pycache__/x.cpython-311.pyc",
+        "sdist: junk file src/fake/x.py.orig",
+        "wheel: test file fake/tests/test_x.py",
+    ]
+
+
+def test_artifact_checks_entry_points_and_dependencies():
+    from series_tool.artifacts import compare_wheel_metadata
+
+    ours = {**WHEEL, "fake-1.0.dist-info/entry_points.txt": "[console_scripts]\nfake = fake:main\n"}
+    ours["fake-1.0.dist-info/METADATA"] += "Requires-Dist: other\n"
+    report = compare_wheel_metadata(_dist(ours), _dist(WHEEL))
+    assert report.problems == [
+        "entry point [apache_airflow_provider] provider_info = fake.get:info is missing"
+    ]
+    assert report.notes == [
+        "entry point [console_scripts] fake = fake:main is new",
+        "Requires-Dist added: other",
+    ]
+
+
+def test_import_check_tells_our_missing_files_from_optional_dependencies():
+    sys.path.insert(0, str(REPO / "dev" / "series_tool"))
+    try:
+        import import_modules as im
+    finally:
+        sys.path.pop(0)
+    own = {"airflow.models", "airflow.providers.fake", "airflow.providers.fake.hooks", "airflow.sdk"}
+
+    def missing(name: str) -> str:
+        exc = ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return im.classify("m", exc, own)[0]
+
+    assert missing("airflow.models.gone") == "failed"  # a file of our core wheel
+    assert missing("airflow.providers.fake.hooks.gone") == "failed"
+    assert missing("airflow.sdk.gone") == "failed"
+    assert missing("airflow.gone") == "failed"  # core owns airflow.<module>
+    assert missing("airflow.providers.google") == "optional"  # another provider
+    assert missing("boto3") == "optional"
+    cannot = ImportError("cannot import name 'x' from 'airflow.models.dag'", name="airflow.models.dag")
+    assert im.classify("m", cannot, own)[0] == "failed"
+    assert im.classify("m", RuntimeError("boom"), own)[0] == "failed"
