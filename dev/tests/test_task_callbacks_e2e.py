@@ -46,7 +46,9 @@ def _task_callbacks(stack: AirflowStack) -> list[dict]:
     return [c for c in stack.executor_callbacks() if c["data"].get("kind") == "task_instance"]
 
 
-def _kill_task(stack: AirflowStack, dag_id: str, try_number: int, *, with_supervisor: bool) -> None:
+def _kill_task(
+    stack: AirflowStack, dag_id: str, try_number: int, *, with_supervisor: bool, sig: int = signal.SIGKILL
+) -> list[int]:
     """SIGKILL the running try's task process, and its supervisor too when a lost worker is wanted."""
     (started,) = wait_for(
         f"try {try_number} of {dag_id} to start",
@@ -57,9 +59,11 @@ def _kill_task(stack: AirflowStack, dag_id: str, try_number: int, *, with_superv
         ],
         120,
     )
-    for pid in (started.pid, started.extra["ppid"]) if with_supervisor else (started.pid,):
+    pids = [started.pid, started.extra["ppid"]] if with_supervisor else [started.pid]
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
+    return pids
 
 
 @pytest.mark.e2e
@@ -209,3 +213,57 @@ def test_task_process_killed_alone_gets_its_failure_callback_and_email_once():
             # The Dag processor's task instance has no state; the executor path's has the scheduler's.
             assert (on_executor.extra["state"], on_processor.extra["state"]) == ("failed", None)
             assert len(_task_callbacks(stack)) == 1  # no executor callback for the processor-mode run
+
+
+@pytest.mark.e2e
+def test_task_without_heartbeats_gets_its_retry_then_its_failure_callback():
+    """A frozen worker (task process and supervisor SIGSTOPped) sends no heartbeats and no event."""
+    frozen: list[int] = []
+    try:
+        with SmtpSink() as smtp:
+            config = {**EXECUTOR_MODE, "AIRFLOW_CONN_SMTP_DEFAULT": smtp.connection_uri}
+            with AirflowStack(PYTHON, "postgres", config) as stack:
+                stack.scheduler()
+                stack.wait_healthy()
+                stack.wait_dags(["e2e_task_lost"])
+                stack.trigger("e2e_task_lost")
+                for try_number, callback_name in ((1, "task_retry"), (2, "task_failure")):
+                    frozen += _kill_task(
+                        stack, "e2e_task_lost", try_number, with_supervisor=True, sig=signal.SIGSTOP
+                    )
+                    try:
+                        wait_for(
+                            f"{callback_name} of try {try_number}",
+                            lambda name=callback_name: [m for m in stack.read_markers() if m.name == name],
+                            120,
+                        )
+                    except StackError as err:
+                        pytest.fail(f"{err}; task callbacks {_task_callbacks(stack)}\n{stack.logs()}")
+                callbacks = wait_for(
+                    "both task callbacks to end",
+                    lambda: (
+                        len(cbs := [c for c in _task_callbacks(stack) if c["state"] in ("success", "failed")])
+                        == 2
+                        and cbs
+                    ),
+                    120,
+                )
+                wait_for("two emails", lambda: len(smtp.messages) >= 2, 60)
+
+                assert sorted(
+                    (c["data"]["outcome"], c["data"]["attribute"], c["state"]) for c in callbacks
+                ) == [
+                    ("failed", "on_failure_callback", "success"),
+                    ("up_for_retry", "on_retry_callback", "success"),
+                ]
+                markers = [m for m in stack.read_markers() if m.name in ("task_retry", "task_failure")]
+                assert [m.name for m in markers] == ["task_retry", "task_failure"]
+                assert all("task_instance_heartbeat_timeout" in m.reason for m in markers), [
+                    m.reason for m in markers
+                ]
+                assert len(smtp.messages) == 2
+                _assert_processor_ran_no_task_callback(stack)
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
