@@ -55,7 +55,9 @@ class Canaries:
     @classmethod
     def make(cls) -> Canaries:
         tag = uuid.uuid4().hex[:12]
-        return cls(kwarg=f"CanaryKwarg{tag}", variable=f"CanaryVariable{tag}", password=f"CanaryPassword{tag}")
+        return cls(
+            kwarg=f"CanaryKwarg{tag}", variable=f"CanaryVariable{tag}", password=f"CanaryPassword{tag}"
+        )
 
     def by_name(self) -> dict[str, str]:
         return {"kwarg": self.kwarg, "variable": self.variable, "password": self.password}
@@ -73,7 +75,12 @@ def create_secrets(stack: AirflowStack, canaries: Canaries) -> None:
     stack.api.request(
         "POST",
         "/api/v2/connections",
-        {"connection_id": CONNECTION, "conn_type": "http", "host": "example.invalid", "password": canaries.password},
+        {
+            "connection_id": CONNECTION,
+            "conn_type": "http",
+            "host": "example.invalid",
+            "password": canaries.password,
+        },
     )
 
 
