@@ -222,6 +222,7 @@ def secrets_stay_masked(
     extra_texts: Callable[[], Mapping[str, str | bytes]] | None = None,
     records: Callable[[], Mapping[str, str | bytes]] | None = None,
     roots: Iterable[Path] = (),
+    timeout: float = 150,
 ) -> None:
     """
     The whole check on a stack whose scheduler is running: secrets created, callbacks run, then searched.
@@ -231,7 +232,7 @@ def secrets_stay_masked(
     kwargs by design); both are read after the components stopped.
     """
     create_secrets(stack, canaries)
-    callbacks = run_canary_callbacks(stack)
+    callbacks = run_canary_callbacks(stack, timeout)
     time.sleep(2)  # let the components write what they still hold
     callbacks_wrote_masked_logs(stack, callbacks)
     stop_components(stack)

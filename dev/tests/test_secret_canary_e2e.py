@@ -81,7 +81,7 @@ def test_secret_canaries_stay_masked_on_celery_executor():
         stack.worker("worker", ("default",))
         stack.scheduler()
         stack.wait_dags(DAG_IDS)
-        secrets_stay_masked(stack, canaries)
+        secrets_stay_masked(stack, canaries, timeout=300)
 
 
 @pytest.mark.e2e
@@ -102,6 +102,7 @@ def test_secret_canaries_stay_masked_on_ecs_executor():
                 f"ecs task {task.id} overrides": json.dumps(task.overrides or {}, default=str)
                 for task in stack.aws.ecs_tasks()
             },
+            timeout=360,  # each ECS task starts a fresh interpreter: slow on a loaded machine
         )
 
 
@@ -122,4 +123,5 @@ def test_secret_canaries_stay_masked_on_lambda_executor():
             records=lambda: {
                 f"lambda invocation {i.request_id} event": i.payload for i in list(stack.lam.invocations)
             },
+            timeout=360,  # each invocation starts a fresh interpreter: slow on a loaded machine
         )
