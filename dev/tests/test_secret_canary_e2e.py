@@ -46,6 +46,13 @@ def test_scans_name_every_place_a_canary_is_found(tmp_path):
     record = f"{canaries.kwarg} {canaries.password}"
     assert scan_texts({"event": record}, canaries, allowed=["kwarg"]) == ["event: password"]
     assert len({*canaries.by_name().values()}) == 3
+    # A fake's record of a workload holds the kwarg by design, never the others.
+    (tmp_path / "events").mkdir()
+    (tmp_path / "events" / "e.json").write_text(f"{canaries.kwarg}")
+    (tmp_path / "events" / "f.json").write_text(f"{canaries.kwarg} {canaries.variable}")
+    assert scan_files([tmp_path / "events"], canaries, record_dirs=[tmp_path / "events"]) == [
+        f"file {tmp_path / 'events' / 'f.json'}: variable"
+    ]
 
 
 @pytest.mark.e2e
@@ -123,5 +130,6 @@ def test_secret_canaries_stay_masked_on_lambda_executor():
             records=lambda: {
                 f"lambda invocation {i.request_id} event": i.payload for i in list(stack.lam.invocations)
             },
+            record_dirs=[stack.lam.logs_dir / "events"],  # the fake's copy of each invocation's event
             timeout=360,  # each invocation starts a fresh interpreter: slow on a loaded machine
         )
