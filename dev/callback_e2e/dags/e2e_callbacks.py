@@ -96,3 +96,35 @@ def started_then_sleeps(**context):
     extra = {"ppid": os.getppid(), "try_number": ti.try_number}
     _write("task_started", context, extra=extra)
     time.sleep(600)
+
+
+# The secret canary test (dev/callback_e2e/canary.py): the names of its Variable and Connection.
+CANARY_VARIABLE = "e2e_canary_secret"
+CANARY_CONNECTION = "e2e_canary_conn"
+
+
+def print_canaries(where, api_token=None):
+    """Read the canary Variable and Connection, then print and log them (and ``api_token``) as user code may."""
+    import logging
+    import sys
+
+    from airflow.sdk import Connection, Variable
+
+    variable = Variable.get(CANARY_VARIABLE)
+    password = Connection.get(CANARY_CONNECTION).password
+    seen = f"variable={variable} password={password} api_token={api_token}"
+    print(f"{where} prints {seen}", flush=True)
+    print(f"{where} prints to stderr {seen}", file=sys.stderr, flush=True)
+    logging.getLogger("e2e.canary").warning("%s logs %s", where, seen)
+
+
+def canary_deadline(name, api_token=None, context=None, **kwargs):
+    """A Deadline Alert's callable that prints its secrets, then fails."""
+    print_canaries(f"deadline {name}", api_token)
+    raise ValueError(f"deadline callback {name} fails on purpose")
+
+
+def canary_dag_failure(context):
+    """A DAG's on_failure_callback that prints its secrets, then fails."""
+    print_canaries(f"dag {context['dag'].dag_id}")
+    raise ValueError("the canary DAG callback fails on purpose")
