@@ -26,7 +26,7 @@ from callback_e2e.stack import AirflowStack
 LOCAL_EXECUTOR = {
     "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
     "AIRFLOW__CORE__PARALLELISM": "4",
-    "AIRFLOW__CALLBACKS__DAG_CALLBACK_RUNNER": "executor",
+    "AIRFLOW__CALLBACKS__RUNNER": "executor",
 }
 
 
