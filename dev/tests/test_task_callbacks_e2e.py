@@ -67,7 +67,18 @@ def _kill_task(
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "postgres",
+        # The SQLite crash on a retry (core 0023) is proven by a unit test; the whole run on SQLite
+        # with TASK_E2E_ALL=1.
+        pytest.param(
+            "sqlite",
+            marks=pytest.mark.skipif(not os.environ.get("TASK_E2E_ALL"), reason="set TASK_E2E_ALL=1"),
+        ),
+    ],
+)
 def test_lost_task_gets_its_retry_then_its_failure_callback_and_one_email_each(backend):
     with SmtpSink() as smtp:
         config = {**EXECUTOR_MODE, "AIRFLOW_CONN_SMTP_DEFAULT": smtp.connection_uri}
