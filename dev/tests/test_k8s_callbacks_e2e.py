@@ -84,7 +84,7 @@ def sqlite_k8s():
 
 
 def _pod_of(kube: LocalKubernetes, callback: dict) -> dict:
-    pods = [p for p in kube.callback_pods() if p["metadata"]["labels"]["callback_id"] == callback["id"]]
+    pods = [p for p in kube.callback_pods() if p["metadata"]["annotations"]["callback_id"] == callback["id"]]
     assert len(pods) == 1, f"pods of callback {callback['id']}: {[p['metadata'] for p in kube.pods()]}"
     return pods[0]
 
@@ -163,7 +163,7 @@ def test_burst_of_callbacks_each_run_once_in_a_pod(sqlite_k8s):
     # One callback per run, each run once, each in one pod of its own.
     assert len({c["data"]["dag_run_id"] for c in callbacks}) == BURST
     assert deadline_phases(stack, "e2e_deadline_burst") == {"started": BURST, "ended": BURST}
-    pods = Counter(p["metadata"]["labels"]["callback_id"] for p in kube.callback_pods())
+    pods = Counter(p["metadata"]["annotations"]["callback_id"] for p in kube.callback_pods())
     assert {callback["id"]: pods[callback["id"]] for callback in callbacks} == {c["id"]: 1 for c in callbacks}
 
 
