@@ -20,6 +20,10 @@ from fake_k8s.store import ABORT, CLOSE, Store, Watcher, meta, now_iso
 
 NODE_NAME = "fake-node-1"
 HOST_IP = "127.0.0.1"
+UNSCHEDULABLE_MESSAGE = (
+    "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: "
+    "1 No preemption victims found for incoming pod."
+)
 
 
 @dataclass
@@ -29,14 +33,20 @@ class Faults:
     image_pull_fail_pattern: str | None = None  # re.search against the image: pull fails while it matches
     slow_start_seconds: float = 0.0  # delay between scheduling and the container starting
     image_pull_backoff_seconds: float = 1.0  # how long ErrImagePull shows before ImagePullBackOff
+    unschedulable_pattern: str | None = None  # re.search against the pod name: no node fits it while it matches
 
     def image_pull_fails(self, image: str) -> bool:
         pattern = self.image_pull_fail_pattern
         return bool(pattern) and re.search(pattern, image) is not None
 
+    def unschedulable(self, pod_name: str) -> bool:
+        pattern = self.unschedulable_pattern
+        return bool(pattern) and re.search(pattern, pod_name) is not None
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "image_pull_fail_pattern": self.image_pull_fail_pattern,
+            "unschedulable_pattern": self.unschedulable_pattern,
             "slow_start_seconds": self.slow_start_seconds,
             "image_pull_backoff_seconds": self.image_pull_backoff_seconds,
         }
@@ -286,9 +296,16 @@ class PodWorker(threading.Thread):
         for c in self._containers(pod):
             self.log_path(c["name"]).touch()
 
+        if kubelet.faults.unschedulable(self.pod_name) and not self._wait_schedulable(pod):
+            return
+
         def bind(p: dict[str, Any]) -> None:
             p["spec"]["nodeName"] = NODE_NAME
-            _condition(p.setdefault("status", {}), "PodScheduled", True)
+            status = p.setdefault("status", {})
+            _condition(status, "PodScheduled", True)
+            for cond in status["conditions"]:
+                if cond["type"] == "PodScheduled":
+                    cond.pop("message", None)
 
         if self._update(bind) is None:
             return
@@ -448,6 +465,26 @@ class PodWorker(threading.Thread):
             code = self.proc.wait()
             self.reaped = True
             return code
+
+    def _wait_schedulable(self, pod: dict[str, Any]) -> bool:
+        """No node fits the pod: it stays Pending and unscheduled, as the scheduler leaves it, until the
+        fault clears (True) or the pod goes (False)."""
+
+        def unschedulable(p: dict[str, Any]) -> None:
+            status = p.setdefault("status", {})
+            _condition(status, "PodScheduled", False, "Unschedulable")
+            for cond in status["conditions"]:
+                if cond["type"] == "PodScheduled":
+                    cond["message"] = UNSCHEDULABLE_MESSAGE
+
+        if self._update(unschedulable) is None:
+            return False
+        # The scheduler records it once, then counts repeats into the same event.
+        self.kubelet.event(pod, "FailedScheduling", UNSCHEDULABLE_MESSAGE, "Warning")
+        while self.kubelet.faults.unschedulable(self.pod_name):
+            if not self._sleep(0.2):
+                return False
+        return not self.stopping
 
     def _crashloop(self, message: str) -> None:
         def mutate(p: dict[str, Any]) -> None:
@@ -672,7 +709,7 @@ class Kubelet:
             "reason": reason,
             "message": message,
             "source": {
-                "component": "kubelet" if reason != "Scheduled" else "default-scheduler",
+                "component": "default-scheduler" if reason in ("Scheduled", "FailedScheduling") else "kubelet",
                 "host": NODE_NAME,
             },
             "firstTimestamp": stamp,

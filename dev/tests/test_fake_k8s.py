@@ -651,6 +651,52 @@ def test_image_pull_failure(cluster, v1):
     wait_for(phase_is(v1, "pull", "Succeeded"))
 
 
+def test_unschedulable_pod_stays_pending_until_the_fault_clears(cluster, v1):
+    control = FakeClusterControl(cluster.url)
+    control.set_faults(unschedulable_pattern=r"^stuck-")
+    v1.create_namespaced_pod("default", pod_body("stuck-1", ["python", "-c", "pass"]))
+    v1.create_namespaced_pod("default", pod_body("free-1", ["python", "-c", "pass"]))
+    wait_for(phase_is(v1, "free-1", "Succeeded"))
+
+    def unschedulable():
+        pod = v1.read_namespaced_pod("stuck-1", "default")
+        conditions = {c.type: c for c in pod.status.conditions or []}
+        scheduled = conditions.get("PodScheduled")
+        return pod if scheduled is not None and scheduled.reason == "Unschedulable" else None
+
+    pod = wait_for(unschedulable)
+    time.sleep(0.5)
+    pod = v1.read_namespaced_pod("stuck-1", "default")
+    assert pod.status.phase == "Pending"
+    assert pod.spec.node_name is None
+    assert not pod.status.container_statuses and pod.status.start_time is None
+    (scheduled,) = [c for c in pod.status.conditions if c.type == "PodScheduled"]
+    assert scheduled.status == "False" and "0/1 nodes are available" in scheduled.message
+    events = v1.list_namespaced_event("default", field_selector="involvedObject.name=stuck-1").items
+    assert [(e.reason, e.type, e.source.component) for e in events] == [
+        ("FailedScheduling", "Warning", "default-scheduler")
+    ]
+    assert control.faults()["unschedulable_pattern"] == "^stuck-"
+
+    control.set_faults(unschedulable_pattern=None)
+    pod = wait_for(phase_is(v1, "stuck-1", "Succeeded"))
+    (scheduled,) = [c for c in pod.status.conditions if c.type == "PodScheduled"]
+    assert scheduled.status == "True" and not scheduled.reason and not scheduled.message
+
+
+def test_unschedulable_pod_is_deleted_at_once(cluster, v1):
+    cluster.set_faults(unschedulable_pattern="^stuck-")
+    v1.create_namespaced_pod("default", pod_body("stuck-2", ["python", "-c", "pass"]))
+    wait_for(lambda: v1.read_namespaced_pod("stuck-2", "default").status.conditions)
+
+    v1.delete_namespaced_pod("stuck-2", "default")
+
+    with pytest.raises(ApiException) as err:
+        v1.read_namespaced_pod("stuck-2", "default")
+    assert err.value.status == 404
+    wait_for(lambda: not cluster.kubelet.workers)
+
+
 def test_slow_start(cluster, v1):
     cluster.set_faults(slow_start_seconds=1.0)
     v1.create_namespaced_pod("default", pod_body("slow", ["python", "-c", "pass"]))

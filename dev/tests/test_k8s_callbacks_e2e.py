@@ -167,6 +167,37 @@ def test_burst_of_callbacks_each_run_once_in_a_pod(sqlite_k8s):
     assert {callback["id"]: pods[callback["id"]] for callback in callbacks} == {c["id"]: 1 for c in callbacks}
 
 
+def test_callback_whose_pod_never_starts_fails_as_stuck_in_queued_and_its_pod_is_deleted():
+    """
+    No node fits the callback's pod (the fake's unschedulable knob), so it stays Pending, which the
+    executor does not take for a failure. The scheduler fails the callback once it was queued longer
+    than task_queued_timeout and asks the executor to withdraw it: its pod is deleted.
+    """
+    config = {
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "20",
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "2",
+    }
+    with k8s_stack(config=config) as (stack, kube):
+        kube.cluster.set_faults(unschedulable_pattern=r"^callback-")
+        stack.scheduler()
+        stack.wait_dags(["e2e_deadline_ok"])
+        stack.trigger("e2e_deadline_ok", "never-starts-1")
+        (pod,) = wait_for("the callback's pod", kube.callback_pods, 180)
+        assert pod["status"]["phase"] == "Pending"
+        assert not pod["spec"].get("nodeName")
+
+        (callback,) = _wait_finished(stack, "e2e_deadline_ok", timeout=180)
+        assert callback["state"] == "failed"
+        assert "task_queued_timeout" in (callback["output"] or ""), callback["output"]
+        assert pod["metadata"]["annotations"]["callback_id"] == callback["id"]
+        wait_for("the callback's pod to be deleted", lambda: not kube.callback_pods(), 60)
+        assert deadline_phases(stack, "e2e_deadline_ok") == {}, "the callable never ran"
+        scheduler_log = stack.logs_of(stack.running_scheduler())
+        assert f"Deleted pod default/{pod['metadata']['name']} of revoked callback {callback['id']}" in (
+            scheduler_log
+        )
+
+
 def test_callback_pod_of_a_killed_scheduler_is_adopted_and_reported_once():
     with k8s_stack("postgres", FAST_ADOPTION) as (stack, kube):
         stack.scheduler("scheduler-a")
