@@ -42,7 +42,9 @@ class Faults:
     image_pull_fail_pattern: str | None = None  # re.search against the image: pull fails while it matches
     slow_start_seconds: float = 0.0  # delay between scheduling and the container starting
     image_pull_backoff_seconds: float = 1.0  # how long ErrImagePull shows before ImagePullBackOff
-    unschedulable_pattern: str | None = None  # re.search against the pod name: no node fits it while it matches
+    unschedulable_pattern: str | None = (
+        None  # re.search against the pod name: no node fits it while it matches
+    )
 
     def image_pull_fails(self, image: str) -> bool:
         pattern = self.image_pull_fail_pattern
@@ -556,7 +558,9 @@ class PodWorker(threading.Thread):
         self.termination_file = host_file
         return [*prefix, *_container_mounts_argv(str(host_file), path, str(self.dir / f"mounts-{run}"))]
 
-    def _read_termination_message(self, pod: dict[str, Any], container: dict[str, Any], exit_code: int) -> str:
+    def _read_termination_message(
+        self, pod: dict[str, Any], container: dict[str, Any], exit_code: int
+    ) -> str:
         """What the kubelet reports as ``state.terminated.message`` for the run that just ended.
 
         The last 4096 bytes of the termination message file; with ``FallbackToLogsOnError``, when
@@ -565,16 +569,17 @@ class PodWorker(threading.Thread):
         """
         data = b""
         if self.termination_file is not None:
-            with contextlib.suppress(OSError):
-                with open(self.termination_file, "rb") as fh:
-                    fh.seek(0, os.SEEK_END)
-                    fh.seek(max(0, fh.tell() - MAX_TERMINATION_MESSAGE_BYTES))
-                    data = fh.read()
+            with contextlib.suppress(OSError), open(self.termination_file, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - MAX_TERMINATION_MESSAGE_BYTES))
+                data = fh.read()
         fallback = container.get("terminationMessagePolicy") == "FallbackToLogsOnError" and exit_code != 0
         if not data and fallback:
             with contextlib.suppress(OSError):
                 log = self.log_path(container["name"]).read_bytes()
-                data = _tail_lines(log, MAX_TERMINATION_MESSAGE_LOG_LINES)[-MAX_TERMINATION_MESSAGE_LOG_BYTES:]
+                data = _tail_lines(log, MAX_TERMINATION_MESSAGE_LOG_LINES)[
+                    -MAX_TERMINATION_MESSAGE_LOG_BYTES:
+                ]
         spec = pod.get("spec") or {}
         containers = len(spec.get("containers") or []) + len(spec.get("initContainers") or [])
         return data[: MAX_POD_TERMINATION_MESSAGE_BYTES // max(containers, 1)].decode(errors="replace")
@@ -658,7 +663,9 @@ class PodWorker(threading.Thread):
                     "containerID": f"fake://{self.uid}",
                 }
             }
-            message = self.message if reason in ("StartError", "Error") and why not in ("evict", "deadline") else ""
+            message = (
+                self.message if reason in ("StartError", "Error") and why not in ("evict", "deadline") else ""
+            )
             if self.termination_message:
                 # the runtime's message first, then what the container left (as the kubelet joins them)
                 message = f"{message}: {self.termination_message}" if message else self.termination_message
@@ -834,7 +841,9 @@ class Kubelet:
             "reason": reason,
             "message": message,
             "source": {
-                "component": "default-scheduler" if reason in ("Scheduled", "FailedScheduling") else "kubelet",
+                "component": "default-scheduler"
+                if reason in ("Scheduled", "FailedScheduling")
+                else "kubelet",
                 "host": NODE_NAME,
             },
             "firstTimestamp": stamp,

@@ -655,7 +655,9 @@ def test_termination_message_file(cluster, v1):
     host_file_before = os.path.lexists("/dev/termination-log")
     code = "open('/dev/termination-log', 'w').write('all done\\n'); print('log line')"
     v1.create_namespaced_pod("default", pod_body("tm-ok", py(code)))
-    v1.create_namespaced_pod("default", pod_body("tm-other", py("open('/dev/termination-log', 'w').write('mine')")))
+    v1.create_namespaced_pod(
+        "default", pod_body("tm-other", py("open('/dev/termination-log', 'w').write('mine')"))
+    )
 
     pod, (state,) = terminated(v1, "tm-ok")
     assert (pod.status.phase, state.exit_code, state.message) == ("Succeeded", 0, "all done\n")
