@@ -137,12 +137,13 @@ class FakeCluster:
     # --- fault knobs -----------------------------------------------------------------------
 
     def set_faults(self, **knobs: Any) -> dict[str, Any]:
-        """Set ``image_pull_fail_pattern``, ``slow_start_seconds``, ``image_pull_backoff_seconds``."""
+        """Set ``image_pull_fail_pattern``, ``unschedulable_pattern``, ``slow_start_seconds``,
+        ``image_pull_backoff_seconds``."""
         unknown = set(knobs) - _FAULT_FIELDS
         if unknown:
             raise ValueError(f"unknown fault knobs: {sorted(unknown)}")
         for key, value in knobs.items():
-            if key == "image_pull_fail_pattern":
+            if key in ("image_pull_fail_pattern", "unschedulable_pattern"):
                 value = value or None
             elif value is not None:
                 value = float(value)

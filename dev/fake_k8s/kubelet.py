@@ -20,6 +20,19 @@ from fake_k8s.store import ABORT, CLOSE, Store, Watcher, meta, now_iso
 
 NODE_NAME = "fake-node-1"
 HOST_IP = "127.0.0.1"
+# The kubelet's limits on termination messages (pkg/kubelet/container): what it reads of the file (its
+# last bytes), of the log with FallbackToLogsOnError (last lines, then last bytes), and what the status
+# keeps for all the pod's containers together (split evenly, the first bytes of each).
+MAX_TERMINATION_MESSAGE_BYTES = 4096
+MAX_TERMINATION_MESSAGE_LOG_LINES = 80
+MAX_TERMINATION_MESSAGE_LOG_BYTES = 2048
+MAX_POD_TERMINATION_MESSAGE_BYTES = 12 * 1024
+DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+CONTAINER_MOUNTS = Path(__file__).with_name("container_mounts.py")
+UNSCHEDULABLE_MESSAGE = (
+    "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: "
+    "1 No preemption victims found for incoming pod."
+)
 
 
 @dataclass
@@ -29,14 +42,22 @@ class Faults:
     image_pull_fail_pattern: str | None = None  # re.search against the image: pull fails while it matches
     slow_start_seconds: float = 0.0  # delay between scheduling and the container starting
     image_pull_backoff_seconds: float = 1.0  # how long ErrImagePull shows before ImagePullBackOff
+    unschedulable_pattern: str | None = (
+        None  # re.search against the pod name: no node fits it while it matches
+    )
 
     def image_pull_fails(self, image: str) -> bool:
         pattern = self.image_pull_fail_pattern
         return bool(pattern) and re.search(pattern, image) is not None
 
+    def unschedulable(self, pod_name: str) -> bool:
+        pattern = self.unschedulable_pattern
+        return bool(pattern) and re.search(pattern, pod_name) is not None
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "image_pull_fail_pattern": self.image_pull_fail_pattern,
+            "unschedulable_pattern": self.unschedulable_pattern,
             "slow_start_seconds": self.slow_start_seconds,
             "image_pull_backoff_seconds": self.image_pull_backoff_seconds,
         }
@@ -63,6 +84,69 @@ def expand(value: str, env: dict[str, str]) -> str:
         return env.get(m.group(1), m.group(0))
 
     return _EXPAND.sub(repl, value)
+
+
+_mount_namespace_prefix: list[str] | None = None
+_mount_namespace_probed = False
+_probe_lock = threading.Lock()
+
+
+def mount_namespace_prefix() -> list[str] | None:
+    """How to start a process in a mount namespace of its own where a file can be bind-mounted.
+
+    ``unshare --mount`` as root, else ``unshare --user --map-root-user --mount`` (unprivileged user
+    namespaces); ``None`` when neither works here. Probed once: the whole mechanism, on a temp dir.
+    """
+    global _mount_namespace_prefix, _mount_namespace_probed
+    with _probe_lock:
+        if _mount_namespace_probed:
+            return _mount_namespace_prefix
+        _mount_namespace_probed = True
+        unshare = shutil.which("unshare")
+        if unshare is None:
+            return None
+        import sys
+        import tempfile
+
+        for prefix in (
+            [unshare, "--mount", "--propagation", "private"],
+            [unshare, "--user", "--map-root-user", "--mount", "--propagation", "private"],
+        ):
+            with tempfile.TemporaryDirectory(prefix="fake-k8s-probe-") as tmp:
+                host = Path(tmp, "host-file")
+                host.touch()
+                inside = Path(tmp, "dir", "sub", "termination-log")
+                write = f"open({str(inside)!r}, 'w').write('ok')"
+                argv = [
+                    *prefix,
+                    *_container_mounts_argv(str(host), str(inside), str(Path(tmp, "mirror"))),
+                    sys.executable,
+                    "-c",
+                    write,
+                ]
+                try:
+                    done = subprocess.run(argv, capture_output=True, timeout=10, check=False)
+                except (OSError, subprocess.SubprocessError):
+                    continue
+                if done.returncode == 0 and host.read_text() == "ok" and not inside.exists():
+                    _mount_namespace_prefix = prefix
+                    return prefix
+        return None
+
+
+def _container_mounts_argv(host_file: str, container_path: str, mirror_dir: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-I", "-S", str(CONTAINER_MOUNTS), host_file, container_path, mirror_dir, "--"]
+
+
+def _tail_lines(data: bytes, lines: int) -> bytes:
+    """The last ``lines`` lines of ``data`` (a trailing newline ends the last line)."""
+    parts = data.split(b"\n")
+    if parts and parts[-1] == b"":
+        parts = parts[:-1]
+        return b"\n".join(parts[-lines:]) + (b"\n" if parts else b"")
+    return b"\n".join(parts[-lines:])
 
 
 class ConfigError(Exception):
@@ -175,6 +259,8 @@ class PodWorker(threading.Thread):
         self.exited = threading.Event()
         self.started_at: str | None = None
         self.restarts = 0
+        self.termination_message = ""  # of the last run of the container, read when it exited
+        self.termination_file: Path | None = None  # on the node, mounted at terminationMessagePath
         self.last_state: dict[str, Any] = {}
 
     # --- called from other threads ---------------------------------------------------------
@@ -286,9 +372,16 @@ class PodWorker(threading.Thread):
         for c in self._containers(pod):
             self.log_path(c["name"]).touch()
 
+        if kubelet.faults.unschedulable(self.pod_name) and not self._wait_schedulable(pod):
+            return
+
         def bind(p: dict[str, Any]) -> None:
             p["spec"]["nodeName"] = NODE_NAME
-            _condition(p.setdefault("status", {}), "PodScheduled", True)
+            status = p.setdefault("status", {})
+            _condition(status, "PodScheduled", True)
+            for cond in status["conditions"]:
+                if cond["type"] == "PodScheduled":
+                    cond.pop("message", None)
 
         if self._update(bind) is None:
             return
@@ -379,6 +472,8 @@ class PodWorker(threading.Thread):
                     "containerID": f"fake://{self.uid}/{container['name']}",
                 }
             }
+            if self.termination_message:
+                self.last_state["terminated"]["message"] = self.termination_message
             message = (
                 f"back-off {backoff:g}s restarting failed container={container['name']} pod={self.pod_name}"
             )
@@ -402,7 +497,7 @@ class PodWorker(threading.Thread):
             log = open(self.log_path(container["name"]), "ab", buffering=0)  # noqa: SIM115
             try:
                 self.proc = subprocess.Popen(
-                    argv,
+                    [*self._termination_message_mount(container), *argv],
                     cwd=self.workdir,
                     env=env,
                     stdin=subprocess.DEVNULL,
@@ -439,7 +534,55 @@ class PodWorker(threading.Thread):
         self.signal(signal.SIGKILL)  # the rest of the container's processes go with it
         code = self._reap()
         exit_code = code if code >= 0 else 128 - code
-        return exit_code, "Completed" if exit_code == 0 else "Error"
+        reason = "Completed" if exit_code == 0 else "Error"
+        self.termination_message = self._read_termination_message(pod, container, exit_code)
+        return exit_code, reason
+
+    def _termination_message_mount(self, container: dict[str, Any]) -> list[str]:
+        """Create the container's termination message file on the node; the argv prefix mounting it.
+
+        As the kubelet does, a new empty file (mode 0666) per run of the container, mounted at its
+        ``terminationMessagePath`` in a mount namespace of the pod process's own. Where no mount
+        namespace can be had, there is no file and no prefix (see the README).
+        """
+        self.termination_message = ""
+        self.termination_file = None
+        path = container.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH
+        prefix = mount_namespace_prefix()
+        if prefix is None:
+            return []
+        run = f"{container['name']}-{self.restarts}"
+        host_file = self.dir / f"termination-log-{run}"
+        host_file.write_bytes(b"")
+        host_file.chmod(0o666)
+        self.termination_file = host_file
+        return [*prefix, *_container_mounts_argv(str(host_file), path, str(self.dir / f"mounts-{run}"))]
+
+    def _read_termination_message(
+        self, pod: dict[str, Any], container: dict[str, Any], exit_code: int
+    ) -> str:
+        """What the kubelet reports as ``state.terminated.message`` for the run that just ended.
+
+        The last 4096 bytes of the termination message file; with ``FallbackToLogsOnError``, when
+        the file is empty and the container failed, the end of its log (80 lines, 2048 bytes). The
+        status keeps the first 12 KiB / number of containers of it.
+        """
+        data = b""
+        if self.termination_file is not None:
+            with contextlib.suppress(OSError), open(self.termination_file, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - MAX_TERMINATION_MESSAGE_BYTES))
+                data = fh.read()
+        fallback = container.get("terminationMessagePolicy") == "FallbackToLogsOnError" and exit_code != 0
+        if not data and fallback:
+            with contextlib.suppress(OSError):
+                log = self.log_path(container["name"]).read_bytes()
+                data = _tail_lines(log, MAX_TERMINATION_MESSAGE_LOG_LINES)[
+                    -MAX_TERMINATION_MESSAGE_LOG_BYTES:
+                ]
+        spec = pod.get("spec") or {}
+        containers = len(spec.get("containers") or []) + len(spec.get("initContainers") or [])
+        return data[: MAX_POD_TERMINATION_MESSAGE_BYTES // max(containers, 1)].decode(errors="replace")
 
     def _reap(self) -> int:
         with self.lock:
@@ -448,6 +591,26 @@ class PodWorker(threading.Thread):
             code = self.proc.wait()
             self.reaped = True
             return code
+
+    def _wait_schedulable(self, pod: dict[str, Any]) -> bool:
+        """No node fits the pod: it stays Pending and unscheduled, as the scheduler leaves it, until the
+        fault clears (True) or the pod goes (False)."""
+
+        def unschedulable(p: dict[str, Any]) -> None:
+            status = p.setdefault("status", {})
+            _condition(status, "PodScheduled", False, "Unschedulable")
+            for cond in status["conditions"]:
+                if cond["type"] == "PodScheduled":
+                    cond["message"] = UNSCHEDULABLE_MESSAGE
+
+        if self._update(unschedulable) is None:
+            return False
+        # The scheduler records it once, then counts repeats into the same event.
+        self.kubelet.event(pod, "FailedScheduling", UNSCHEDULABLE_MESSAGE, "Warning")
+        while self.kubelet.faults.unschedulable(self.pod_name):
+            if not self._sleep(0.2):
+                return False
+        return not self.stopping
 
     def _crashloop(self, message: str) -> None:
         def mutate(p: dict[str, Any]) -> None:
@@ -500,8 +663,14 @@ class PodWorker(threading.Thread):
                     "containerID": f"fake://{self.uid}",
                 }
             }
-            if self.message and reason in ("StartError", "Error") and why not in ("evict", "deadline"):
-                state["terminated"]["message"] = self.message
+            message = (
+                self.message if reason in ("StartError", "Error") and why not in ("evict", "deadline") else ""
+            )
+            if self.termination_message:
+                # the runtime's message first, then what the container left (as the kubelet joins them)
+                message = f"{message}: {self.termination_message}" if message else self.termination_message
+            if message:
+                state["terminated"]["message"] = message
             st["containerStatuses"] = self._statuses(p, state)
             st["phase"] = "Succeeded" if exit_code == 0 and why not in ("evict", "deadline") else "Failed"
             reason_ready = "PodCompleted" if st["phase"] == "Succeeded" else "PodFailed"
@@ -672,7 +841,9 @@ class Kubelet:
             "reason": reason,
             "message": message,
             "source": {
-                "component": "kubelet" if reason != "Scheduled" else "default-scheduler",
+                "component": "default-scheduler"
+                if reason in ("Scheduled", "FailedScheduling")
+                else "kubelet",
                 "host": NODE_NAME,
             },
             "firstTimestamp": stamp,

@@ -38,6 +38,7 @@ MSG_LABEL_VALUE = (
 )
 TOTAL_ANNOTATION_SIZE_LIMIT = 256 * 1024
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
+TERMINATION_MESSAGE_POLICIES = ("File", "FallbackToLogsOnError")
 
 
 def dns1123_label_errors(value: str, field: str) -> list[FieldError]:
@@ -169,6 +170,16 @@ def _container_errors(containers: Any, path: str, seen: set[str]) -> list[FieldE
                         "may not be specified when `value` is not empty",
                     )
                 )
+        policy = c.get("terminationMessagePolicy")
+        if policy is not None and policy not in TERMINATION_MESSAGE_POLICIES:
+            errs.append(
+                FieldError(
+                    "Invalid",
+                    f"{p}.terminationMessagePolicy",
+                    policy,
+                    "must be 'File' or 'FallbackToLogsOnError'",
+                )
+            )
         for field in ("command", "args"):
             value = c.get(field)
             if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
@@ -240,8 +251,11 @@ def default_pod(pod: dict[str, Any]) -> None:
         for c in spec.get(key) or []:
             if not isinstance(c, dict):
                 continue
-            c.setdefault("terminationMessagePath", "/dev/termination-log")
-            c.setdefault("terminationMessagePolicy", "File")
+            # Go's defaulting fills zero values: an empty string counts as unset
+            if not c.get("terminationMessagePath"):
+                c["terminationMessagePath"] = "/dev/termination-log"
+            if not c.get("terminationMessagePolicy"):
+                c["terminationMessagePolicy"] = "File"
             c.setdefault("imagePullPolicy", _pull_policy(str(c.get("image") or "")))
             c.setdefault("resources", {})
             for port in c.get("ports") or []:

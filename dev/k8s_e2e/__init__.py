@@ -93,5 +93,9 @@ class LocalKubernetes:
         return client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig_path(self.root))))
 
     def callback_pods(self) -> list[dict[str, Any]]:
-        """The pods that carry a ``callback_id`` label: one per callback the executor launched."""
-        return [p for p in self.pods() if "callback_id" in (p["metadata"].get("labels") or {})]
+        """The pods labelled ``airflow-workload-type=callback``: one per callback the executor launched."""
+        return [
+            p
+            for p in self.pods()
+            if (p["metadata"].get("labels") or {}).get("airflow-workload-type") == "callback"
+        ]

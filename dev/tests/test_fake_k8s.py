@@ -632,6 +632,139 @@ def test_restart_policy_on_failure_restarts_the_container(tmp_path):
         v1.api_client.close()
 
 
+# --- termination messages ----------------------------------------------------------------------
+
+needs_mount_namespace = pytest.mark.skipif(
+    __import__("fake_k8s.kubelet", fromlist=["x"]).mount_namespace_prefix() is None,
+    reason="no mount namespace here (unshare as root, or unprivileged user namespaces): "
+    "the fake cannot mount termination message files",
+)
+
+
+def terminated(v1, name):
+    pod = wait_for(phase_is(v1, name, "Succeeded", "Failed"))
+    return pod, [s.state.terminated for s in pod.status.container_statuses]
+
+
+def py(code):
+    return ["python", "-c", code]
+
+
+@needs_mount_namespace
+def test_termination_message_file(cluster, v1):
+    host_file_before = os.path.lexists("/dev/termination-log")
+    code = "open('/dev/termination-log', 'w').write('all done\\n'); print('log line')"
+    v1.create_namespaced_pod("default", pod_body("tm-ok", py(code)))
+    v1.create_namespaced_pod(
+        "default", pod_body("tm-other", py("open('/dev/termination-log', 'w').write('mine')"))
+    )
+
+    pod, (state,) = terminated(v1, "tm-ok")
+    assert (pod.status.phase, state.exit_code, state.message) == ("Succeeded", 0, "all done\n")
+    assert pod.spec.containers[0].termination_message_path == "/dev/termination-log"
+    assert pod.spec.containers[0].termination_message_policy == "File"
+    # Each pod has a file of its own, in its own mount namespace: the node's /dev is untouched.
+    _, (other,) = terminated(v1, "tm-other")
+    assert other.message == "mine"
+    assert os.path.lexists("/dev/termination-log") == host_file_before
+
+
+@needs_mount_namespace
+def test_termination_message_keeps_the_last_4096_bytes(cluster, v1):
+    code = "import sys; open('/dev/termination-log', 'w').write('a' * 5000 + 'b' * 96); sys.exit(3)"
+    v1.create_namespaced_pod("default", pod_body("tm-long", py(code)))
+
+    pod, (state,) = terminated(v1, "tm-long")
+    assert (pod.status.phase, state.exit_code, state.reason) == ("Failed", 3, "Error")
+    assert state.message == "a" * 4000 + "b" * 96
+
+
+@needs_mount_namespace
+def test_termination_message_of_a_pod_is_shared_out_between_its_containers(cluster, v1):
+    body = pod_body("tm-four", py("open('/dev/termination-log', 'w').write('m' * 4096)"))
+    first = body["spec"]["containers"][0]
+    body["spec"]["containers"] += [{**first, "name": f"side-{i}"} for i in range(3)]
+    v1.create_namespaced_pod("default", body)
+
+    _, states = terminated(v1, "tm-four")
+    # 12 KiB for the pod, split evenly: the first 3072 bytes of each.
+    assert states[0].message == "m" * 3072
+
+
+@needs_mount_namespace
+def test_termination_message_path_of_the_pod_spec(cluster, v1, tmp_path):
+    path = tmp_path / "not-there" / "why"
+    body = pod_body("tm-path", py(f"open({str(path)!r}, 'w').write('custom')"))
+    body["spec"]["containers"][0]["terminationMessagePath"] = str(path)
+    v1.create_namespaced_pod("default", body)
+
+    _, (state,) = terminated(v1, "tm-path")
+    assert state.message == "custom"
+    assert not path.parent.exists(), "made in the pod's mount namespace only"
+
+
+@needs_mount_namespace
+def test_fallback_to_logs_on_error(cluster, v1):
+    def pod(name, code):
+        body = pod_body(name, py(code))
+        body["spec"]["containers"][0]["terminationMessagePolicy"] = "FallbackToLogsOnError"
+        v1.create_namespaced_pod("default", body)
+
+    lines = "import sys\nfor i in range(100): print(f'line {i:03d} ' + 'x' * 10)\n"
+    pod("fb-logs", lines + "sys.exit(1)")
+    pod("fb-file-wins", lines + "open('/dev/termination-log', 'w').write('from the file'); sys.exit(1)")
+    pod("fb-success", lines)
+    pod("fb-wide", "import sys; print('y' * 3000); sys.exit(2)")
+
+    _, (state,) = terminated(v1, "fb-logs")
+    expected = "".join(f"line {i:03d} {'x' * 10}\n" for i in range(20, 100))
+    assert state.message == expected  # the last 80 lines
+    assert terminated(v1, "fb-file-wins")[1][0].message == "from the file"
+    assert terminated(v1, "fb-success")[1][0].message is None  # only when the container failed
+    assert terminated(v1, "fb-wide")[1][0].message == "y" * 2047 + "\n"  # at most 2048 bytes
+
+
+def test_fallback_to_logs_without_a_mount_namespace(cluster, v1, monkeypatch):
+    from fake_k8s import kubelet
+
+    monkeypatch.setattr(kubelet, "mount_namespace_prefix", lambda: None)
+    body = pod_body("fb-plain", py("import sys; print('it broke'); sys.exit(1)"))
+    body["spec"]["containers"][0]["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    v1.create_namespaced_pod("default", body)
+
+    assert terminated(v1, "fb-plain")[1][0].message == "it broke\n"
+
+
+@needs_mount_namespace
+def test_termination_message_of_a_restarted_container(cluster, v1, tmp_path):
+    marker = tmp_path / "ran"
+    code = (
+        "import os, sys\n"
+        f"first = not os.path.exists({str(marker)!r})\n"
+        f"open({str(marker)!r}, 'a').close()\n"
+        "open('/dev/termination-log', 'w').write('first run' if first else 'second run')\n"
+        "sys.exit(1 if first else 0)\n"
+    )
+    v1.create_namespaced_pod("default", pod_body("tm-again", py(code), restartPolicy="OnFailure"))
+
+    pod, (state,) = terminated(v1, "tm-again")
+    assert state.message == "second run"
+    assert pod.status.container_statuses[0].last_state.terminated.message == "first run"
+
+
+def test_termination_message_policy_is_validated(cluster, v1):
+    body = pod_body("tm-bad", py("pass"))
+    body["spec"]["containers"][0]["terminationMessagePolicy"] = "Sometimes"
+
+    with pytest.raises(ApiException) as err:
+        v1.create_namespaced_pod("default", body)
+
+    assert err.value.status == 422
+    (cause,) = error_body(err.value)["details"]["causes"]
+    assert cause["field"] == "spec.containers[0].terminationMessagePolicy"
+    assert "must be 'File' or 'FallbackToLogsOnError'" in cause["message"]
+
+
 # --- fault knobs -------------------------------------------------------------------------------
 
 
@@ -649,6 +782,52 @@ def test_image_pull_failure(cluster, v1):
     assert v1.read_namespaced_pod("pull", "default").status.phase == "Pending"
     control.set_faults(image_pull_fail_pattern=None)
     wait_for(phase_is(v1, "pull", "Succeeded"))
+
+
+def test_unschedulable_pod_stays_pending_until_the_fault_clears(cluster, v1):
+    control = FakeClusterControl(cluster.url)
+    control.set_faults(unschedulable_pattern=r"^stuck-")
+    v1.create_namespaced_pod("default", pod_body("stuck-1", ["python", "-c", "pass"]))
+    v1.create_namespaced_pod("default", pod_body("free-1", ["python", "-c", "pass"]))
+    wait_for(phase_is(v1, "free-1", "Succeeded"))
+
+    def unschedulable():
+        pod = v1.read_namespaced_pod("stuck-1", "default")
+        conditions = {c.type: c for c in pod.status.conditions or []}
+        scheduled = conditions.get("PodScheduled")
+        return pod if scheduled is not None and scheduled.reason == "Unschedulable" else None
+
+    pod = wait_for(unschedulable)
+    time.sleep(0.5)
+    pod = v1.read_namespaced_pod("stuck-1", "default")
+    assert pod.status.phase == "Pending"
+    assert pod.spec.node_name is None
+    assert not pod.status.container_statuses and pod.status.start_time is None
+    (scheduled,) = [c for c in pod.status.conditions if c.type == "PodScheduled"]
+    assert scheduled.status == "False" and "0/1 nodes are available" in scheduled.message
+    events = v1.list_namespaced_event("default", field_selector="involvedObject.name=stuck-1").items
+    assert [(e.reason, e.type, e.source.component) for e in events] == [
+        ("FailedScheduling", "Warning", "default-scheduler")
+    ]
+    assert control.faults()["unschedulable_pattern"] == "^stuck-"
+
+    control.set_faults(unschedulable_pattern=None)
+    pod = wait_for(phase_is(v1, "stuck-1", "Succeeded"))
+    (scheduled,) = [c for c in pod.status.conditions if c.type == "PodScheduled"]
+    assert scheduled.status == "True" and not scheduled.reason and not scheduled.message
+
+
+def test_unschedulable_pod_is_deleted_at_once(cluster, v1):
+    cluster.set_faults(unschedulable_pattern="^stuck-")
+    v1.create_namespaced_pod("default", pod_body("stuck-2", ["python", "-c", "pass"]))
+    wait_for(lambda: v1.read_namespaced_pod("stuck-2", "default").status.conditions)
+
+    v1.delete_namespaced_pod("stuck-2", "default")
+
+    with pytest.raises(ApiException) as err:
+        v1.read_namespaced_pod("stuck-2", "default")
+    assert err.value.status == 404
+    wait_for(lambda: not cluster.kubelet.workers)
 
 
 def test_slow_start(cluster, v1):

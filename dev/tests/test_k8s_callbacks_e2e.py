@@ -84,7 +84,7 @@ def sqlite_k8s():
 
 
 def _pod_of(kube: LocalKubernetes, callback: dict) -> dict:
-    pods = [p for p in kube.callback_pods() if p["metadata"]["labels"]["callback_id"] == callback["id"]]
+    pods = [p for p in kube.callback_pods() if p["metadata"]["annotations"]["callback_id"] == callback["id"]]
     assert len(pods) == 1, f"pods of callback {callback['id']}: {[p['metadata'] for p in kube.pods()]}"
     return pods[0]
 
@@ -110,11 +110,20 @@ def test_failing_deadline_callback_ends_failed_with_its_reason_and_log(sqlite_k8
 
     (callback,) = _wait_finished(stack, "e2e_deadline_fails")
     assert callback["state"] == "failed"
-    assert callback["output"], "the failure reason is kept in the callback's output"
     assert deadline_phases(stack, "e2e_deadline_fails") == {"started": 1}, "run once, not retried"
     pod = _pod_of(kube, callback)
     assert pod["status"]["phase"] == "Failed"
     assert "fails on purpose" in _pod_log(kube, pod)
+    # The container wrote why to its termination message; the output names the callable and what
+    # it raised, then the pod's status.
+    (status,) = pod["status"]["containerStatuses"]
+    message = status["state"]["terminated"]["message"]
+    assert message.startswith("Airflow callback failed: e2e_callbacks.deadline: "), message
+    output = callback["output"] or ""
+    assert output.startswith("e2e_callbacks.deadline: "), output
+    assert "ValueError: deadline callback e2e_deadline_fails fails on purpose" in output, output
+    assert f"Callback pod default/{pod['metadata']['name']} failed" in output, output
+    assert "exit code 1" in output, output
 
 
 def test_callback_pod_deleted_by_hand_ends_failed_with_a_reason(sqlite_k8s):
@@ -163,8 +172,39 @@ def test_burst_of_callbacks_each_run_once_in_a_pod(sqlite_k8s):
     # One callback per run, each run once, each in one pod of its own.
     assert len({c["data"]["dag_run_id"] for c in callbacks}) == BURST
     assert deadline_phases(stack, "e2e_deadline_burst") == {"started": BURST, "ended": BURST}
-    pods = Counter(p["metadata"]["labels"]["callback_id"] for p in kube.callback_pods())
+    pods = Counter(p["metadata"]["annotations"]["callback_id"] for p in kube.callback_pods())
     assert {callback["id"]: pods[callback["id"]] for callback in callbacks} == {c["id"]: 1 for c in callbacks}
+
+
+def test_callback_whose_pod_never_starts_fails_as_stuck_in_queued_and_its_pod_is_deleted():
+    """
+    No node fits the callback's pod (the fake's unschedulable knob), so it stays Pending, which the
+    executor does not take for a failure. The scheduler fails the callback once it was queued longer
+    than task_queued_timeout and asks the executor to withdraw it: its pod is deleted.
+    """
+    config = {
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "20",
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "2",
+    }
+    with k8s_stack(config=config) as (stack, kube):
+        kube.cluster.set_faults(unschedulable_pattern=r"^callback-")
+        stack.scheduler()
+        stack.wait_dags(["e2e_deadline_ok"])
+        stack.trigger("e2e_deadline_ok", "never-starts-1")
+        (pod,) = wait_for("the callback's pod", kube.callback_pods, 180)
+        assert pod["status"]["phase"] == "Pending"
+        assert not pod["spec"].get("nodeName")
+
+        (callback,) = _wait_finished(stack, "e2e_deadline_ok", timeout=180)
+        assert callback["state"] == "failed"
+        assert "task_queued_timeout" in (callback["output"] or ""), callback["output"]
+        assert pod["metadata"]["annotations"]["callback_id"] == callback["id"]
+        wait_for("the callback's pod to be deleted", lambda: not kube.callback_pods(), 60)
+        assert deadline_phases(stack, "e2e_deadline_ok") == {}, "the callable never ran"
+        scheduler_log = stack.logs_of(stack.running_scheduler())
+        assert f"Deleted pod default/{pod['metadata']['name']} of revoked callback {callback['id']}" in (
+            scheduler_log
+        )
 
 
 def test_callback_pod_of_a_killed_scheduler_is_adopted_and_reported_once():
