@@ -47,15 +47,24 @@ def _task_callbacks(stack: AirflowStack) -> list[dict]:
 
 
 def _kill_task(
-    stack: AirflowStack, dag_id: str, try_number: int, *, with_supervisor: bool, sig: int = signal.SIGKILL
+    stack: AirflowStack,
+    dag_id: str,
+    run_id: str,
+    try_number: int,
+    *,
+    with_supervisor: bool,
+    sig: int = signal.SIGKILL,
 ) -> list[int]:
     """SIGKILL the running try's task process, and its supervisor too when a lost worker is wanted."""
     (started,) = wait_for(
-        f"try {try_number} of {dag_id} to start",
+        f"try {try_number} of {dag_id} {run_id} to start",
         lambda: [
             m
             for m in stack.read_markers()
-            if m.name == "task_started" and m.dag_id == dag_id and m.extra["try_number"] == try_number
+            if m.name == "task_started"
+            and m.dag_id == dag_id
+            and m.run_id == run_id
+            and m.extra["try_number"] == try_number
         ],
         120,
     )
@@ -89,7 +98,7 @@ def test_lost_task_gets_its_retry_then_its_failure_callback_and_one_email_each(b
             run_id = stack.trigger("e2e_task_lost")
 
             for try_number, callback_name in ((1, "task_retry"), (2, "task_failure")):
-                _kill_task(stack, "e2e_task_lost", try_number, with_supervisor=True)
+                _kill_task(stack, "e2e_task_lost", run_id, try_number, with_supervisor=True)
                 try:
                     wait_for(
                         f"{callback_name} of try {try_number}",
@@ -175,7 +184,7 @@ def test_task_process_killed_alone_gets_its_failure_callback_and_email_once():
             stack.wait_healthy()
             stack.wait_dags(["e2e_task_oom"])
             run_id = stack.trigger("e2e_task_oom")
-            _kill_task(stack, "e2e_task_oom", 1, with_supervisor=False)
+            _kill_task(stack, "e2e_task_oom", run_id, 1, with_supervisor=False)
 
             try:
                 wait_for(
@@ -209,14 +218,18 @@ def test_task_process_killed_alone_gets_its_failure_callback_and_email_once():
             stack.stop("scheduler")
             stack.scheduler("scheduler-processor-mode", config=PROCESSOR_MODE)
             processor_run = stack.trigger("e2e_task_oom")
-            _kill_task(stack, "e2e_task_oom", 1, with_supervisor=False)
-            wait_for(
-                "the Dag processor to run the failure callback",
-                lambda: [
-                    m for m in stack.read_markers() if m.name == "oom_failure" and m.run_id == processor_run
-                ],
-                180,
-            )
+            _kill_task(stack, "e2e_task_oom", processor_run, 1, with_supervisor=False)
+            try:
+                wait_for(
+                    "the Dag processor to run the failure callback",
+                    lambda: [
+                        m for m in stack.read_markers() if m.name == "oom_failure" and m.run_id == processor_run
+                    ],
+                    180,
+                )
+            except StackError as err:
+                requests = stack.query("SELECT id, type, state, data FROM callback")
+                pytest.fail(f"{err}; callback requests {requests}\n{stack.logs()}")
             on_executor, on_processor = [m for m in stack.read_markers() if m.name == "oom_failure"]
             assert set(on_executor.keys) - EXECUTOR_PATH_ADDS == set(on_processor.keys)
             assert on_executor.extra["task_id"] == on_processor.extra["task_id"] == "gets_killed"
@@ -237,10 +250,10 @@ def test_task_without_heartbeats_gets_its_retry_then_its_failure_callback():
                 stack.scheduler()
                 stack.wait_healthy()
                 stack.wait_dags(["e2e_task_lost"])
-                stack.trigger("e2e_task_lost")
+                run_id = stack.trigger("e2e_task_lost")
                 for try_number, callback_name in ((1, "task_retry"), (2, "task_failure")):
                     frozen += _kill_task(
-                        stack, "e2e_task_lost", try_number, with_supervisor=True, sig=signal.SIGSTOP
+                        stack, "e2e_task_lost", run_id, try_number, with_supervisor=True, sig=signal.SIGSTOP
                     )
                     try:
                         wait_for(
