@@ -11,7 +11,9 @@ Stages (each can be picked with --stage, or skipped with --skip):
   artifacts  the release artifacts (`dev/series build`) installed into fresh virtualenvs and run:
              every module imported, db migrate, a Deadline Alert callback on LocalExecutor,
              the providers on the stable core, files compared with upstream's artifacts
-  e2e        end-to-end tests with real Airflow processes (dev/tests, -m e2e)
+  e2e        end-to-end tests with real Airflow processes (dev/tests, -m e2e); the heavy
+             variants (bursts, the other database, payload limits, the stable core, the same
+             checks on more executors: @pytest.mark.full) only with --full
 """
 
 from __future__ import annotations
@@ -100,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", action="append", choices=STAGES, help="run only these stages")
     parser.add_argument("--skip", action="append", choices=STAGES, default=[], help="skip these stages")
     parser.add_argument("--workers", default=os.environ.get("TEST_WORKERS", "2"), help="pytest-xdist workers")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        default=os.environ.get("E2E_FULL") == "1",
+        help="also run the heavy end-to-end variants (about 40 minutes more on 2 cores)",
+    )
     args = parser.parse_args(argv)
     stages = [s for s in (args.stage or STAGES) if s not in args.skip]
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -172,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             # -s: the differences from upstream's artifacts and the skipped imports are printed.
             pytest(tally, "artifacts", ["-q", "-s", "-m", "artifacts", "dev/tests/test_release_artifacts.py"])
         elif stage == "e2e":
-            pytest(tally, "e2e", ["-q", "-m", "e2e", "dev/tests"])
+            env = {**os.environ, "E2E_FULL": "1" if args.full else "0"}
+            pytest(tally, "e2e", ["-q", "--durations=20", "-m", "e2e", "dev/tests"], env=env)
         print(f"--- {stage} took {time.monotonic() - t0:.0f}s", flush=True)
 
     say(f"summary after {time.monotonic() - started:.0f}s")

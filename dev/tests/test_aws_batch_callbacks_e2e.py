@@ -68,6 +68,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 @pytest.mark.skipif(
     not os.path.exists(STABLE_PYTHON), reason="no .venv-stable (dev/series env --baseline stable)"
 )
+@pytest.mark.full
 def test_stable_core_deadline_callbacks_succeed_once_and_fail_once_with_their_reason():
     with BatchStack(STABLE_PYTHON, "sqlite", {"AIRFLOW__CORE__PARALLELISM": "4"}, capacity=2) as stack:
         stable_core_deadline_callbacks(stack)
@@ -99,12 +100,14 @@ def test_failing_deadline_callback_runs_once_and_ends_failed_with_its_reason(bat
     failing_deadline_runs_once(batch, "fails-1", "fails on purpose")
 
 
+@pytest.mark.full
 def test_dag_run_callbacks_run_once_on_batch_and_read_a_variable(batch):
     callbacks = dag_run_callbacks_run_once(batch)
     for callback in callbacks.values():
         assert len(batch.batch_jobs_for(callback["id"])) == 1, callback
 
 
+@pytest.mark.full
 def test_callback_with_large_kwargs_runs_once(batch):
     """10 kB of callback kwargs: the workload fits the 30 KiB of a SubmitJob payload as it is."""
     dag_id = "e2e_deadline_big"
@@ -116,6 +119,7 @@ def test_callback_with_large_kwargs_runs_once(batch):
     assert len(batch.batch_jobs_for_run(dag_id)) == 1
 
 
+@pytest.mark.full
 def test_callback_larger_than_a_submit_job_request_allows_runs_once_sent_compressed(batch):
     """40 kB of callback kwargs: as JSON the workload does not fit the 30 KiB of a SubmitJob payload."""
     dag_id = "e2e_deadline_big_40k"
@@ -128,6 +132,7 @@ def test_callback_larger_than_a_submit_job_request_allows_runs_once_sent_compres
     assert "--json-zlib-base64" in job_command(job)
 
 
+@pytest.mark.full
 def test_callback_that_cannot_fit_a_submit_job_request_fails_at_once_naming_the_limit(batch):
     """64 kB of kwargs that do not compress enough: no SubmitJob request can carry the workload."""
     dag_id = "e2e_deadline_huge_64k"
@@ -141,11 +146,13 @@ def test_callback_that_cannot_fit_a_submit_job_request_fails_at_once_naming_the_
     assert f"more than the {SUBMIT_JOB_PAYLOAD_LIMIT} Batch accepts" in output, output
 
 
+@pytest.mark.full
 def test_burst_of_callbacks_runs_each_once(batch):
     callbacks = burst_runs_each_once(batch, BURST)
     assert all(len(batch.batch_jobs_for(c["id"])) == 1 for c in callbacks), "a callback ran in two Batch jobs"
 
 
+@pytest.mark.full
 def test_callback_whose_submission_fails_across_a_scheduler_restart_runs_once(batch):
     """SubmitJob refused, the scheduler killed while the executor retries: the next scheduler queues it again."""
     batch.aws.fail_next_submit_jobs(1000, message="Too many requests")
@@ -162,6 +169,7 @@ def test_callback_whose_submission_fails_across_a_scheduler_restart_runs_once(ba
     assert len(batch.batch_jobs_for(callback["id"])) == 1
 
 
+@pytest.mark.full
 def test_callback_running_while_the_scheduler_is_stopped_is_adopted_and_reported_once(batch):
     """SIGTERM while the callback's Batch job runs: the scheduler leaves it; the next one adopts it."""
     running_callback_outlives_its_scheduler(batch, "stop", "e2e_deadline_slow", "scheduler-stopped-1")

@@ -70,6 +70,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 @pytest.mark.skipif(
     not os.path.exists(STABLE_PYTHON), reason="no .venv-stable (dev/series env --baseline stable)"
 )
+@pytest.mark.full
 def test_stable_core_deadline_callbacks_succeed_once_and_fail_once_with_their_reason():
     with EcsStack(STABLE_PYTHON, "sqlite", {"AIRFLOW__CORE__PARALLELISM": "4"}, capacity=2) as stack:
         stable_core_deadline_callbacks(stack)
@@ -101,6 +102,7 @@ def test_failing_deadline_callback_runs_once_and_ends_failed_with_its_reason(ecs
     failing_deadline_runs_once(ecs, "fails-1", "fails on purpose")
 
 
+@pytest.mark.full
 def test_callback_ecs_cannot_place_at_first_is_retried_and_runs_once(ecs):
     """An infrastructure failure before start (no capacity) is still retried."""
     ecs.aws.fail_next_run_tasks(1, reason="RESOURCE:MEMORY")
@@ -113,6 +115,7 @@ def test_callback_ecs_cannot_place_at_first_is_retried_and_runs_once(ecs):
     assert len(ecs.ecs_tasks_for(callback["id"])) == 1
 
 
+@pytest.mark.full
 def test_callback_ecs_cannot_place_across_a_scheduler_restart_runs_once(ecs):
     """No capacity, the scheduler killed while the executor retries: the next scheduler queues it again."""
     ecs.aws.fail_next_run_tasks(1000, reason="RESOURCE:MEMORY")
@@ -135,6 +138,7 @@ def test_dag_run_callbacks_run_once_on_ecs_and_read_a_variable(ecs):
         assert len(ecs.ecs_tasks_for(callback["id"])) == 1, callback
 
 
+@pytest.mark.full
 def test_callback_larger_than_ecs_overrides_allow_runs_once(ecs):
     """10 kB of callback kwargs: as JSON the workload does not fit the 8192 characters of ECS overrides."""
     ecs.trigger("e2e_deadline_big", "big-1")
@@ -146,6 +150,7 @@ def test_callback_larger_than_ecs_overrides_allow_runs_once(ecs):
     assert overrides_length(task.overrides) <= OVERRIDES_LIMIT
 
 
+@pytest.mark.full
 def test_callback_that_cannot_fit_ecs_overrides_fails_at_once_naming_the_limit(ecs):
     """12 kB of kwargs that do not compress: no ECS task can carry the workload."""
     ecs.trigger("e2e_deadline_huge", "huge-1")
@@ -158,11 +163,13 @@ def test_callback_that_cannot_fit_ecs_overrides_fails_at_once_naming_the_limit(e
     assert f"more than the {OVERRIDES_LIMIT} ECS accepts" in output, output
 
 
+@pytest.mark.full
 def test_burst_of_callbacks_runs_each_once(ecs):
     callbacks = burst_runs_each_once(ecs, BURST)
     assert all(len(ecs.ecs_tasks_for(c["id"])) == 1 for c in callbacks), "a callback ran in two ECS tasks"
 
 
+@pytest.mark.full
 def test_callback_running_while_the_scheduler_is_stopped_is_adopted_and_reported_once(ecs):
     """SIGTERM while the callback's ECS task runs: the scheduler leaves it; the next one adopts it."""
     running_callback_outlives_its_scheduler(ecs, "stop", "e2e_deadline_slow", "scheduler-stopped-1")

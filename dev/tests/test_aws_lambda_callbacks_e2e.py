@@ -73,6 +73,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 @pytest.mark.skipif(
     not os.path.exists(STABLE_PYTHON), reason="no .venv-stable (dev/series env --baseline stable)"
 )
+@pytest.mark.full
 def test_stable_core_deadline_callbacks_succeed_once_and_fail_once_with_their_reason():
     with LambdaStack(STABLE_PYTHON, "sqlite", {"AIRFLOW__CORE__PARALLELISM": "4"}, capacity=2) as stack:
         stable_core_deadline_callbacks(stack)
@@ -110,12 +111,14 @@ def test_failing_deadline_callback_runs_once_and_ends_failed_with_its_reason(lam
     failing_deadline_runs_once(lam, "fails-1", "fails on purpose")
 
 
+@pytest.mark.full
 def test_dag_run_callbacks_run_once_on_lambda_and_read_a_variable(lam):
     callbacks = dag_run_callbacks_run_once(lam)
     for callback in callbacks.values():
         assert len(lam.invocations_for(callback["id"])) == 1, callback
 
 
+@pytest.mark.full
 def test_callback_with_large_kwargs_runs_once(lam):
     """10 kB of callback kwargs travel in the invocation's event (well within Lambda's payload limit)."""
     lam.trigger("e2e_deadline_big", "big-1")
@@ -127,6 +130,7 @@ def test_callback_with_large_kwargs_runs_once(lam):
     assert len(lam.invocations_for(callback["id"])) == 1
 
 
+@pytest.mark.full
 def test_callback_lambda_refuses_as_too_large_fails_at_once_with_the_reason(lam):
     """64 kB of kwargs that do not compress, over the fake's lowered limit: refused once, failed at once."""
     lam.trigger("e2e_deadline_huge_64k", "huge-1")
@@ -140,6 +144,7 @@ def test_callback_lambda_refuses_as_too_large_fails_at_once_with_the_reason(lam)
     assert f"Request must be smaller than {PAYLOAD_LIMIT} bytes" in output, output
 
 
+@pytest.mark.full
 def test_results_left_by_an_earlier_scheduler_do_not_hide_new_results_and_are_deleted_once_stale(lam):
     """Three batches of results no executor tracks, ahead of the new callbacks' in the queue."""
     sqs = lam.aws.client("sqs")
@@ -165,6 +170,7 @@ def test_results_left_by_an_earlier_scheduler_do_not_hide_new_results_and_are_de
     assert "no executor sharing the queue has taken it" in schedulers
 
 
+@pytest.mark.full
 def test_callback_whose_invocation_is_refused_across_a_scheduler_restart_runs_once(lam):
     """Invoke throttled, the scheduler killed while the executor retries: the next scheduler queues it again."""
     lam.lam.fail_next_invokes(1000)
@@ -181,6 +187,7 @@ def test_callback_whose_invocation_is_refused_across_a_scheduler_restart_runs_on
     assert len(lam.invocations_for(callback["id"])) == 1
 
 
+@pytest.mark.full
 def test_callback_running_while_the_scheduler_is_stopped_is_left_to_the_next_and_reported_once(lam):
     """SIGTERM while the callback runs, end_wait_timeout 0: the scheduler ends at once; the next adopts it."""
     running_callback_outlives_its_scheduler(lam, "stop", "e2e_deadline_slow", "scheduler-stopped-1")
@@ -191,6 +198,7 @@ def test_callback_running_while_the_scheduler_is_killed_is_adopted_and_reported_
     running_callback_outlives_its_scheduler(lam, "kill", "e2e_deadline_watch", "scheduler-killed-1")
 
 
+@pytest.mark.full
 def test_burst_of_callbacks_runs_each_once(lam):
     # Last: the stale-results test above counts the callbacks of the burst DAG.
     callbacks = burst_runs_each_once(lam, BURST)

@@ -130,6 +130,7 @@ def _check_deadline_succeeds_once(stack: CeleryStack, run_id: str) -> str:
 # ---------------------------------------------------------------------------------------------- SQLite
 
 
+@pytest.mark.full
 def test_sqlite_with_the_redis_result_backend_runs_a_callback_once():
     """First in the file: it runs before the shared PostgreSQL stack starts, not next to it."""
     with CeleryStack(PYTHON, "sqlite", {"AIRFLOW__CORE__PARALLELISM": "4"}, result_backend="redis") as stack:
@@ -141,6 +142,7 @@ def test_sqlite_with_the_redis_result_backend_runs_a_callback_once():
 @pytest.mark.skipif(
     not os.path.exists(STABLE_PYTHON), reason="no .venv-stable (dev/series env --baseline stable)"
 )
+@pytest.mark.full
 def test_stable_core_deadline_callbacks_succeed_once_and_fail_once_with_a_reason():
     """Core 3.3.2 with our Celery provider (and Celery 5.6): success once, a failure once, with a reason."""
     with CeleryStack(
@@ -204,6 +206,7 @@ def test_failing_deadline_callback_runs_once_and_ends_failed_with_a_reason(pg):
     _assert_ran_once_with_log(pg, callback, "fails on purpose")
 
 
+@pytest.mark.full
 def test_dag_run_callbacks_run_once_on_celery_and_read_a_variable(pg):
     callbacks = dag_run_callbacks_run_once(pg)
     assert callbacks["e2e_fail"]["output"] == (
@@ -214,6 +217,7 @@ def test_dag_run_callbacks_run_once_on_celery_and_read_a_variable(pg):
         assert pg.workers_that_ran(callback["id"]) == [OTHER_QUEUE], pg.logs()
 
 
+@pytest.mark.full
 def test_callback_goes_to_the_configured_queue(pg):
     pg.trigger("e2e_deadline_queue", "queue-1")
 
@@ -234,6 +238,7 @@ def test_callback_goes_to_the_queue_it_names(pg):
     assert _assert_ran_once_with_log(pg, callback, SUCCESS_LOG) == "worker"
 
 
+@pytest.mark.full
 def test_callback_with_40kb_of_kwargs_runs_once(pg):
     """A large workload: the Celery message (and the workload the worker gets) carries 40 kB of kwargs."""
     pg.trigger("e2e_deadline_big_40k", "big-1")
@@ -245,6 +250,7 @@ def test_callback_with_40kb_of_kwargs_runs_once(pg):
     assert _assert_ran_once_with_log(pg, callback, SUCCESS_LOG) == OTHER_QUEUE
 
 
+@pytest.mark.full
 def test_burst_of_callbacks_runs_each_once(pg):
     callbacks = burst_runs_each_once(pg, BURST, timeout=180)
     assert len({str(c["data"]["dag_run_id"]) for c in callbacks}) == BURST, "one callback per run"

@@ -147,6 +147,7 @@ def test_dag_run_callbacks_run_once_on_the_executor(backend):
 
 
 @pytest.mark.e2e
+@pytest.mark.full
 def test_two_schedulers_run_each_of_200_callbacks_once():
     runs = 200
     with AirflowStack(PYTHON, "postgres", {**EXECUTOR_MODE, "AIRFLOW__CORE__PARALLELISM": "8"}) as stack:

@@ -153,10 +153,12 @@ def sqlite_edge():
         yield stack
 
 
+@pytest.mark.full
 def test_sqlite_deadline_callback_succeeds_once_with_its_log(sqlite_edge):
     _check_succeeds_once_with_its_log(sqlite_edge)
 
 
+@pytest.mark.full
 def test_sqlite_failing_callback_ends_failed_with_reason_and_log(sqlite_edge):
     _check_fails_with_reason_and_log(sqlite_edge)
 
@@ -201,6 +203,7 @@ def test_postgres_failing_callback_ends_failed_with_reason_and_log(pg):
     _check_fails_with_reason_and_log(pg)
 
 
+@pytest.mark.full
 def test_callback_for_queue_other_runs_only_on_the_worker_of_that_queue(pg):
     pg.trigger("e2e_deadline_queue", "queue-1")
     _wait_started(pg, "e2e_deadline_queue")
@@ -249,6 +252,7 @@ def test_callback_of_a_killed_worker_ends_failed_with_a_reason(pg):
     assert _callbacks(pg, "e2e_deadline_killed")[0]["state"] == "failed"
 
 
+@pytest.mark.full
 def test_callback_with_a_10kb_payload_succeeds_on_postgres(pg):
     pg.trigger("e2e_deadline_big", "big-1")
 

@@ -126,6 +126,7 @@ def test_failing_deadline_callback_ends_failed_with_its_reason_and_log(sqlite_k8
     assert "exit code 1" in output, output
 
 
+@pytest.mark.full
 def test_callback_pod_deleted_by_hand_ends_failed_with_a_reason(sqlite_k8s):
     stack, kube = sqlite_k8s
     stack.trigger("e2e_deadline_slow", "deleted-1")
@@ -162,6 +163,7 @@ def test_watch_cut_and_expired_resource_version_lose_no_callback(sqlite_k8s):
 BURST = 20
 
 
+@pytest.mark.full
 def test_burst_of_callbacks_each_run_once_in_a_pod(sqlite_k8s):
     stack, kube = sqlite_k8s
     for i in range(BURST):
@@ -230,6 +232,7 @@ def test_callback_pod_of_a_killed_scheduler_is_adopted_and_reported_once():
         assert old_worker
 
 
+@pytest.mark.full
 def test_deadline_callbacks_run_in_pods_on_the_stable_core():
     """
     Core 3.3 (supports_callbacks, task SDK 1.3) with the patched provider: success, failure, a

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -64,10 +63,8 @@ def test_secret_canaries_stay_masked_on_local_executor():
 
 
 # The same check on the other executors' stacks: slower (each starts its workers or fakes), so only
-# with CANARY_E2E_ALL=1.
-all_executors = pytest.mark.skipif(
-    not os.environ.get("CANARY_E2E_ALL"), reason="CANARY_E2E_ALL=1 runs the Celery, ECS and Lambda variants"
-)
+# with scripts/test --full.
+all_executors = pytest.mark.full
 
 
 @pytest.mark.e2e

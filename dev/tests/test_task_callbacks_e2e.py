@@ -81,11 +81,8 @@ def _kill_task(
     [
         "postgres",
         # The SQLite crash on a retry (core 0023) is proven by a unit test; the whole run on SQLite
-        # with TASK_E2E_ALL=1.
-        pytest.param(
-            "sqlite",
-            marks=pytest.mark.skipif(not os.environ.get("TASK_E2E_ALL"), reason="set TASK_E2E_ALL=1"),
-        ),
+        # with scripts/test --full.
+        pytest.param("sqlite", marks=pytest.mark.full),
     ],
 )
 def test_lost_task_gets_its_retry_then_its_failure_callback_and_one_email_each(backend):
@@ -223,7 +220,9 @@ def test_task_process_killed_alone_gets_its_failure_callback_and_email_once():
                 wait_for(
                     "the Dag processor to run the failure callback",
                     lambda: [
-                        m for m in stack.read_markers() if m.name == "oom_failure" and m.run_id == processor_run
+                        m
+                        for m in stack.read_markers()
+                        if m.name == "oom_failure" and m.run_id == processor_run
                     ],
                     180,
                 )
