@@ -183,10 +183,19 @@ class AirflowStack:
     def stop(self, name: str) -> None:
         stop_processes([self.procs[name]], grace=10)
 
-    def kill(self, name: str) -> None:
-        """SIGKILL the component and everything in its process group, as a crash would."""
+    def kill(self, name: str, *, alone: bool = False) -> None:
+        """
+        SIGKILL the component and everything in its process group, as a crash would.
+
+        ``alone``: only its main process, as an out-of-memory kill would; its children (LocalExecutor's
+        workers) go on until they end by themselves, and are stopped with the stack.
+        """
         proc = self.procs[name]
         assert proc.pid is not None
+        if alone:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.popen.wait(timeout=10)  # type: ignore[union-attr]
+            return
         os.killpg(proc.pid, signal.SIGKILL)
         proc.popen.wait(timeout=10)  # type: ignore[union-attr]
         for pid in proc.remaining():

@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from callback_e2e.stack import AirflowStack, Marker, read_markers, wait_for
+from callback_e2e.stack import AirflowStack, Marker, StackError, read_markers, wait_for
 from demo_stack.api import ApiError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,6 +211,44 @@ def test_callback_of_a_scheduler_killed_before_queueing_it_runs_once():
         (callback,) = stack.dag_callbacks()
         assert callback["state"] == "success", callback["output"]
         assert [m.run_id for m in stack.read_markers() if m.name == "timeout"] == [run_id]
+
+
+@pytest.mark.e2e
+def test_callback_whose_scheduler_alone_is_killed_is_recorded_by_its_worker():
+    """
+    LocalExecutor's workers outlive a scheduler killed alone; its result queue does not.
+
+    The next scheduler finds the running callback orphaned and leaves it to its worker (core 0028),
+    which records how it ended (task-sdk 0026), instead of failing it as "may already have run".
+    """
+    from callback_e2e.common import FAST_RECOVERY
+    from callback_e2e.scenarios import deadline_phases, wait_deadline_finished
+
+    dag_id = "e2e_deadline_long"  # a 60 s callback
+    with AirflowStack(PYTHON, "postgres", {**EXECUTOR_MODE, **FAST_RECOVERY}) as stack:
+        stack.prepare()
+        stack.scheduler("scheduler-a")
+        stack.wait_dags([dag_id])
+        stack.trigger(dag_id, "killed-alone")
+        wait_for("the callback to start", lambda: deadline_phases(stack, dag_id)["started"], 120)
+        stack.kill("scheduler-a", alone=True)
+        stack.scheduler("scheduler-b")
+        try:
+            wait_for(
+                "the next scheduler to find the orphan",
+                lambda: "Leaving orphaned running executor callback" in stack.logs_of("scheduler-b"),
+                60,
+            )
+        except StackError as err:
+            orphans = [line for line in stack.logs_of("scheduler-b").splitlines() if "rphan" in line]
+            rows = stack.query("SELECT state, queued_by_job_id, last_heartbeat_at FROM callback")
+            jobs = stack.query("SELECT id, state, latest_heartbeat FROM job")
+            pytest.fail(f"{err}: {orphans}; callbacks {rows}; jobs {jobs}")
+        assert deadline_phases(stack, dag_id)["ended"] == 0, "the orphan was found while it ran"
+
+        callback = wait_deadline_finished(stack, dag_id, timeout=120)
+        assert (callback["state"], callback["output"]) == ("success", None), stack.logs()
+        assert deadline_phases(stack, dag_id) == {"started": 1, "ended": 1}
 
 
 @pytest.mark.e2e

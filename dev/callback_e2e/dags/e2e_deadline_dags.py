@@ -64,3 +64,5 @@ _deadline_dag("e2e_deadline_refused")
 # Names a queue of its own: the default one, where tasks go, not the configured callback queue.
 _deadline_dag("e2e_deadline_own_queue", queue="default")
 _deadline_dag("e2e_deadline_killed", seconds=25)
+# Still running when the next scheduler finds its dead scheduler's callbacks.
+_deadline_dag("e2e_deadline_long", seconds=60)
